@@ -1,0 +1,170 @@
+"""Step 1: extract local and global features of every train and test image.
+
+Output: ``WORK/features/{train,test}/`` feature stores (see :mod:`landmark_retrieval.store`),
+``WORK/features/train/codebook.h5`` for backends that aggregate local descriptors (VLAD), and
+``WORK/failures.csv`` listing images that could not be processed.
+
+Every image is decoded once (in background threads) and run through the backend once. Images
+already in the store are skipped, so an interrupted run resumes where it stopped.
+"""
+from __future__ import annotations
+
+import csv
+import logging
+import pprint
+import shutil
+from pathlib import Path
+from typing import Dict, Optional, Sequence, Union
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backends import Backend, make_backend
+from .config import Config
+from .dataset import Dataset, load_dataset
+from .images import iter_images
+from .store import FeatureStore, ShardWriter, read_array, read_meta, write_array, write_meta
+
+logger = logging.getLogger("landmark_retrieval")
+
+SPLITS = ("train", "test")
+
+
+def feature_dir(work: Union[str, Path], split: str) -> Path:
+    return Path(work) / "features" / split
+
+
+def codebook_path(work: Union[str, Path]) -> Path:
+    """The VLAD codebook lives with the train features (re-extracting them drops it)."""
+    return feature_dir(work, "train") / "codebook.h5"
+
+
+def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
+    old = read_meta(directory)
+    if old is not None and old != meta:
+        if overwrite:
+            logger.info("Settings changed: deleting the features in %s", directory)
+            shutil.rmtree(directory)
+        else:
+            raise RuntimeError(
+                f"The features in {directory} were extracted with other settings:\n"
+                f"  stored:  {old}\n  current: {meta}\n"
+                "Use another --work directory, or pass overwrite=True (CLI --overwrite) to re-extract."
+            )
+    write_meta(directory, meta)
+
+
+def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Path,
+                  num_workers: int = 2, shard_size: int = 500, half_precision: bool = False,
+                  ids: Optional[Sequence[str]] = None) -> FeatureStore:
+    """Extract features of the images of one split that are not in ``directory`` yet."""
+    ids = dataset.ids(split) if ids is None else list(ids)
+    done = FeatureStore(directory).done_ids()
+    todo = [i for i in ids if i not in done]
+    logger.info("%s: %d images, %d already extracted, %d to do", split, len(ids), len(ids) - len(todo), len(todo))
+    failures = 0
+    if todo:
+        items = ((i, dataset.path(split, i)) for i in todo)
+        with ShardWriter(directory, shard_size=shard_size, half_precision=half_precision) as writer:
+            for image_id, image, error in tqdm(
+                iter_images(items, num_workers=num_workers), total=len(todo), desc=f"extract {split}", unit="img"
+            ):
+                if image is None:
+                    logger.warning("Skipping %s image %s: %s", split, image_id, error)
+                    writer.add_failure(image_id, error or "unreadable")
+                    failures += 1
+                    continue
+                try:
+                    feats = backend.extract(image)
+                except Exception as exc:  # a bad image never stops a run
+                    msg = f"{type(exc).__name__}: {exc}"
+                    logger.warning("Feature extraction failed for %s image %s (%s): %s",
+                                   split, image_id, dataset.path(split, image_id), msg)
+                    writer.add_failure(image_id, msg)
+                    failures += 1
+                    continue
+                writer.add(image_id, feats)
+    if failures:
+        logger.warning("%s: %d image(s) failed; see failures.csv in the work directory", split, failures)
+    return FeatureStore(directory)
+
+
+def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureStore],
+                       shard_size: int) -> None:
+    """Fit the codebook on train descriptors (once), then encode every image lacking a global."""
+    agg = backend.aggregator
+    assert agg is not None
+    cb_path = codebook_path(work)
+    codebook = read_array(cb_path, "codebook")
+    if codebook is None:
+        train = stores["train"]
+        chunks = [d for _, d in tqdm(train.iter_local_descriptors(), total=len(train.local_ids),
+                                     desc="read train descriptors", unit="img") if len(d)]
+        if not chunks:
+            raise ValueError("No train image gave local descriptors: cannot fit the codebook")
+        descriptors = np.concatenate(chunks)
+        logger.info("Fitting a %d-word codebook on %d train descriptors", agg.num_words, len(descriptors))
+        codebook = agg.fit(descriptors)
+        write_array(cb_path, "codebook", codebook)
+    for split, store in stores.items():
+        have = set(store.global_ids)
+        missing = [i for i in store.local_ids if i not in have]
+        if not missing:
+            continue
+        with ShardWriter(store.directory, shard_size=max(shard_size, 1000), prefix="vlad") as writer:
+            for image_id, desc in tqdm(store.iter_local_descriptors(missing), total=len(missing),
+                                       desc=f"VLAD {split}", unit="img"):
+                writer.add_global(image_id, agg.encode(desc, codebook))
+        store.close()
+        stores[split] = FeatureStore(store.directory)
+
+
+def write_failures(work: Union[str, Path], stores: Dict[str, FeatureStore], dataset: Dataset) -> Path:
+    """Write ``WORK/failures.csv`` (split,id,path,error) for every image without features."""
+    path = Path(work) / "failures.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "id", "path", "error"])
+        for split, store in stores.items():
+            for image_id, error in sorted(store.failures.items()):
+                w.writerow([split, image_id, dataset.path(split, image_id), error])
+    return path
+
+
+def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
+            splits: Sequence[str] = SPLITS, overwrite: bool = False,
+            backend: Optional[Backend] = None) -> Dict[str, Path]:
+    """Extract features for a GLR dataset.
+
+    Args:
+        conf: pipeline configuration (``conf.extract`` is used).
+        data: dataset root (or a loaded :class:`Dataset`).
+        work: work directory; features go to ``work/features/<split>``.
+        splits: which splits to process.
+        overwrite: delete stored features made with other settings instead of raising.
+        backend: an already-built backend (e.g. a loaded DELG model) to reuse.
+
+    Returns:
+        ``{split: store directory}``.
+    """
+    work = Path(work)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    backend = backend or make_backend(conf.extract)
+    meta = backend.describe()
+    logger.info("Extracting features with:\n%s", pprint.pformat(meta))
+    stores: Dict[str, FeatureStore] = {}
+    for split in splits:
+        directory = feature_dir(work, split)
+        _check_meta(directory, meta, overwrite)
+        stores[split] = extract_split(
+            backend, dataset, split, directory, num_workers=conf.extract.num_workers,
+            shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
+        )
+    if backend.aggregator is not None:
+        if "train" not in stores:
+            stores["train"] = FeatureStore(feature_dir(work, "train"))
+        _aggregate_globals(backend, work, stores, conf.extract.shard_size)
+    write_failures(work, stores, dataset)
+    for store in stores.values():
+        store.close()
+    return {split: feature_dir(work, split) for split in stores}

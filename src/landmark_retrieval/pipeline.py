@@ -1,0 +1,72 @@
+"""The whole pipeline: extract -> retrieve -> verify -> predict -> submit (-> evaluate)."""
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Dict, Optional, Union
+
+from .backends import Backend
+from .config import Config
+from .dataset import Dataset, load_dataset
+from .evaluate import evaluate_run
+from .extract import extract
+from .predict import predict
+from .retrieve import retrieve
+from .submit import submit
+from .verify import verify
+
+logger = logging.getLogger("landmark_retrieval")
+
+
+@dataclass
+class RunResult:
+    """What a run produced: artifact paths, step timings (s) and, with a solution, metrics."""
+
+    work: Path
+    submission: Path
+    timings: Dict[str, float] = field(default_factory=dict)
+    metrics: Optional[Dict[str, float]] = None
+    figure: Optional[Path] = None  # a picture of verified matches, when one was drawn
+
+
+def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = "work",
+        out: Union[str, Path] = "submission/submission.csv", overwrite: bool = False,
+        backend: Optional[Backend] = None) -> RunResult:
+    """Run every step; each one skips work already done in ``work``.
+
+    Args:
+        conf: configuration (see :func:`landmark_retrieval.config.get_config`).
+        data: GLR-layout dataset root.
+        work: directory for features and intermediate artifacts.
+        out: submission path.
+        overwrite: recompute artifacts made with other settings instead of raising.
+        backend: reuse an already-loaded backend.
+
+    Returns:
+        A :class:`RunResult`; ``metrics`` is set when the dataset has ``solution.csv``.
+    """
+    work = Path(work)
+    work.mkdir(parents=True, exist_ok=True)
+    (work / "config.json").write_text(conf.to_json())
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    timings: Dict[str, float] = {}
+
+    def timed(name, fn, *args, **kwargs):
+        t0 = time.perf_counter()
+        result = fn(*args, **kwargs)
+        timings[name] = time.perf_counter() - t0
+        logger.info("%s done in %.1f s", name, timings[name])
+        return result
+
+    timed("extract", extract, conf, dataset, work, overwrite=overwrite, backend=backend)
+    timed("retrieve", retrieve, conf, dataset, work, overwrite=overwrite)
+    if conf.verify.enabled:
+        timed("verify", verify, conf, work, overwrite=overwrite)
+    timed("predict", predict, conf, dataset, work)
+    submission = timed("submit", submit, dataset, work, out, verified=conf.verify.enabled)
+    metrics = None
+    if dataset.solution is not None:
+        metrics = timed("evaluate", evaluate_run, conf, dataset, work)
+    return RunResult(work=work, submission=Path(submission), timings=timings, metrics=metrics)

@@ -1,0 +1,183 @@
+"""Step 2: the k nearest train images of every test image by cosine similarity.
+
+Output ``WORK/retrieval.h5``::
+
+    query_ids  (Q,)   test ids (those with a global descriptor)
+    db_ids     (N,)   train ids (those with a global descriptor and a label)
+    indices    (Q, k) int64 rows of db_ids, most similar first
+    scores     (Q, k) float32 cosine similarities
+    attrs: fingerprint (what the result was computed from; a match skips recomputation)
+
+Similarities are float32 products computed in memory-bounded blocks (faiss when importable),
+never as one full matrix.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import List, Tuple, Union
+
+import h5py
+import numpy as np
+from tqdm.auto import tqdm
+
+from .config import Config
+from .dataset import Dataset, load_dataset
+from .extract import feature_dir
+from .store import FeatureStore, read_meta
+
+logger = logging.getLogger("landmark_retrieval")
+
+_STR = h5py.string_dtype("utf-8")
+
+
+def _topk_rows(sim: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k per row of a similarity block, sorted descending (ties: lower index first)."""
+    n = sim.shape[1]
+    if k < n:
+        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+    else:
+        part = np.broadcast_to(np.arange(n), (sim.shape[0], n))
+    vals = np.take_along_axis(sim, part, axis=1)
+    order = np.lexsort((part, -vals), axis=1) if vals.size else np.zeros_like(part)
+    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)
+
+
+def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 4096,
+        db_block_size: int = 262_144, use_faiss: bool = True,
+        progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+    """Exact k-nearest neighbours by inner product (cosine for unit rows).
+
+    Args:
+        queries: (Q, D) float32.
+        database: (N, D) float32.
+        k: neighbours per query; clipped to N.
+        block_size: query rows per block; db_block_size: database rows per block (numpy path),
+            so at most ``block_size * db_block_size`` similarities are in memory.
+        use_faiss: use ``faiss.knn`` when importable.
+
+    Returns:
+        ``scores`` (Q, k') float32 descending and ``indices`` (Q, k') int64, k' = min(k, N).
+    """
+    q = np.ascontiguousarray(queries, np.float32)
+    db = np.ascontiguousarray(database, np.float32)
+    nq, n = len(q), len(db)
+    k = int(max(0, min(k, n)))
+    if nq == 0 or k == 0:
+        return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
+    if q.shape[1] != db.shape[1]:
+        raise ValueError(f"Query descriptors have dimension {q.shape[1]} but train descriptors {db.shape[1]}")
+    faiss = None
+    if use_faiss:
+        try:
+            import faiss  # type: ignore
+        except ImportError:
+            faiss = None
+    scores = np.empty((nq, k), np.float32)
+    indices = np.empty((nq, k), np.int64)
+    starts = range(0, nq, block_size)
+    for s in tqdm(starts, desc="retrieve", unit="block", disable=not progress):
+        qb = q[s:s + block_size]
+        if faiss is not None:
+            d, i = faiss.knn(qb, db, k, metric=faiss.METRIC_INNER_PRODUCT)
+            scores[s:s + len(qb)], indices[s:s + len(qb)] = d, i
+            continue
+        best_v = np.full((len(qb), 0), -np.inf, np.float32)
+        best_i = np.zeros((len(qb), 0), np.int64)
+        for t in range(0, n, db_block_size):
+            sim = qb @ db[t:t + db_block_size].T
+            v, i = _topk_rows(sim, min(k, sim.shape[1]))
+            v = np.concatenate([best_v, v], axis=1)
+            i = np.concatenate([best_i, i + t], axis=1)
+            best_v, sel = _topk_rows(v, k)
+            best_i = np.take_along_axis(i, sel, axis=1)
+        scores[s:s + len(qb)], indices[s:s + len(qb)] = best_v, best_i
+    return scores, indices
+
+
+@dataclass
+class Retrieval:
+    """Neighbours of each test image (see the module docstring)."""
+
+    query_ids: List[str]
+    db_ids: List[str]
+    indices: np.ndarray  # (Q, k) int64
+    scores: np.ndarray  # (Q, k) float32
+
+    def neighbours(self, query_id: str) -> Tuple[List[str], np.ndarray]:
+        """Train ids and cosine scores of one test image, best first."""
+        row = self.query_ids.index(query_id)
+        return [self.db_ids[j] for j in self.indices[row]], self.scores[row]
+
+
+def retrieval_path(work: Union[str, Path]) -> Path:
+    return Path(work) / "retrieval.h5"
+
+
+def load_retrieval(path: Union[str, Path]) -> Retrieval:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No retrieval result at {path}: run the retrieve step first")
+    with h5py.File(path, "r") as f:
+        return Retrieval(
+            query_ids=list(f["query_ids"].asstr()[()]),
+            db_ids=list(f["db_ids"].asstr()[()]),
+            indices=f["indices"][()],
+            scores=f["scores"][()],
+        )
+
+
+def _fingerprint(q_ids: List[str], db_ids: List[str], k: int, work: Path) -> str:
+    h = hashlib.sha1()
+    for ids in (q_ids, db_ids):
+        h.update("\n".join(ids).encode())
+        h.update(b"|")
+    h.update(json.dumps([k, read_meta(feature_dir(work, "train"))], sort_keys=True, default=str).encode())
+    return h.hexdigest()
+
+
+def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
+             overwrite: bool = False) -> Path:
+    """Find the ``conf.retrieve.k`` nearest train images of every test image.
+
+    Train images need a global descriptor and a label in train.csv; test images without a
+    global descriptor (failed extraction) get no neighbours.
+
+    Returns:
+        Path of ``WORK/retrieval.h5``.
+    """
+    work = Path(work)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    labels = dataset.labels()
+    with FeatureStore(feature_dir(work, "train")) as train, FeatureStore(feature_dir(work, "test")) as test:
+        db_ids = [i for i in train.global_ids if i in labels]
+        wanted = set(dataset.test_ids)
+        q_ids = [i for i in test.global_ids if i in wanted]
+        out = retrieval_path(work)
+        fp = _fingerprint(q_ids, db_ids, conf.retrieve.k, work)
+        if out.is_file() and not overwrite:
+            with h5py.File(out, "r") as f:
+                if f.attrs.get("fingerprint") == fp:
+                    logger.info("Retrieval is up to date (%s)", out)
+                    return out
+        if not db_ids:
+            raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: run extract first")
+        db_ids, db = train.globals(db_ids)
+        q_ids, q = test.globals(q_ids)
+    logger.info("Retrieving %d nearest of %d train images for %d test images", conf.retrieve.k, len(db_ids), len(q_ids))
+    if len(q_ids) == 0:
+        q = np.zeros((0, db.shape[1]), np.float32)
+    scores, indices = knn(q, db, conf.retrieve.k, block_size=conf.retrieve.block_size,
+                          use_faiss=conf.retrieve.use_faiss, progress=True)
+    tmp = out.with_name(out.name + ".tmp")
+    with h5py.File(tmp, "w") as f:
+        f.create_dataset("query_ids", data=np.array(q_ids, dtype=object), dtype=_STR)
+        f.create_dataset("db_ids", data=np.array(db_ids, dtype=object), dtype=_STR)
+        f.create_dataset("indices", data=indices)
+        f.create_dataset("scores", data=scores)
+        f.attrs["fingerprint"] = fp
+    tmp.replace(out)
+    return out

@@ -1,0 +1,286 @@
+"""Step 3: geometric verification of retrieved candidates with DEGENSAC.
+
+For each test image and each of its ``num_to_rerank`` nearest train images: putative matches
+by nearest neighbour of the test descriptors among the train descriptors (distance threshold,
+optional ratio test / mutual check), then ``pydegensac.findHomography`` (seeded) inlier count.
+Fewer than ``min_matches`` putative matches (default 5, i.e. "4 or fewer") give 0 inliers;
+an estimator error gives 0 inliers and is logged.
+
+Output ``WORK/verification.csv`` (``query_id,rank,db_id,num_matches,inliers``), written one
+test image at a time, so an interrupted run resumes at the next test image. Local features of a
+train image are read from the feature store (and cached), never re-extracted.
+pydegensac holds the GIL: work is spread over processes.
+"""
+from __future__ import annotations
+
+import concurrent.futures as cf
+import hashlib
+import json
+import logging
+import multiprocessing as mp
+import os
+from collections import OrderedDict
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Dict, List, Optional, Tuple, Union
+
+import numpy as np
+from tqdm.auto import tqdm
+
+from .backends.base import Features
+from .config import Config, VerifyConfig
+from .extract import feature_dir
+from .retrieve import Retrieval, load_retrieval, retrieval_path
+from .store import FeatureStore
+
+logger = logging.getLogger("landmark_retrieval")
+
+HEADER = "query_id,rank,db_id,num_matches,inliers\n"
+
+
+# --------------------------------------------------------------------------------------------
+# Pure computation
+# --------------------------------------------------------------------------------------------
+def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance: float = 0.9,
+                      ratio_test: Optional[float] = None, mutual: bool = False) -> np.ndarray:
+    """Nearest-neighbour matches from ``desc0`` to ``desc1`` (unit-norm rows).
+
+    Each row of ``desc0`` is matched to its nearest row of ``desc1`` when their Euclidean
+    distance is below ``max_distance`` (and, if set, below ``ratio_test`` times the distance to
+    the second nearest; and, if ``mutual``, when it is also the nearest the other way).
+
+    Args:
+        desc0: (N0, D) float32; desc1: (N1, D) float32.
+
+    Returns:
+        (K, 2) int64 index pairs ``(i0, i1)``, ordered by i0.
+    """
+    n0, n1 = len(desc0), len(desc1)
+    if n0 == 0 or n1 == 0:
+        return np.zeros((0, 2), np.int64)
+    sim = np.asarray(desc0, np.float32) @ np.asarray(desc1, np.float32).T
+    nn = np.argmax(sim, axis=1)
+    best = sim[np.arange(n0), nn]
+    dist = np.sqrt(np.maximum(2.0 - 2.0 * best, 0.0))
+    keep = dist < max_distance
+    if ratio_test is not None:
+        if n1 >= 2:
+            second = np.partition(sim, n1 - 2, axis=1)[:, n1 - 2]
+            dist2 = np.sqrt(np.maximum(2.0 - 2.0 * second, 0.0))
+            keep &= dist < ratio_test * dist2
+        # with a single candidate there is no second neighbour: the ratio test cannot reject
+    if mutual:
+        back = np.argmax(sim, axis=0)
+        keep &= back[nn] == np.arange(n0)
+    i0 = np.nonzero(keep)[0]
+    return np.stack([i0, nn[i0]], axis=1).astype(np.int64)
+
+
+def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig,
+                        ) -> Tuple[Optional[np.ndarray], np.ndarray]:
+    """DEGENSAC homography between matched points.
+
+    Args:
+        kpts0, kpts1: (K, 2) float (x, y) coordinates of the K putative matches.
+        conf: verification settings (threshold, confidence, iterations, seed, min_matches).
+
+    Returns:
+        ``(H, inlier_mask)``: H (3, 3) float64 mapping kpts0 to kpts1, or None when there are
+        too few matches, no model or an estimator error; inlier_mask (K,) bool.
+    """
+    k = len(kpts0)
+    mask = np.zeros(k, bool)
+    if k < max(conf.min_matches, 4):
+        return None, mask
+    import pydegensac
+
+    try:
+        H, inl = pydegensac.findHomography(
+            np.ascontiguousarray(kpts0, np.float64), np.ascontiguousarray(kpts1, np.float64),
+            float(conf.max_reprojection_error), float(conf.confidence), int(conf.max_iterations),
+            seed=int(conf.seed),
+        )
+    except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
+        logger.debug("DEGENSAC failed on %d matches: %s", k, exc)
+        return None, mask
+    mask = np.asarray(inl, bool).reshape(-1)
+    if mask.shape[0] != k:
+        return None, np.zeros(k, bool)
+    if H is None or not np.any(mask) or not np.all(np.isfinite(H)):
+        return None, np.zeros(k, bool)
+    return np.asarray(H, np.float64), mask
+
+
+@dataclass
+class PairResult:
+    """Verification of one image pair."""
+
+    matches: np.ndarray  # (K, 2) int64 indices into (features0, features1)
+    inlier_mask: np.ndarray  # (K,) bool
+    homography: Optional[np.ndarray]  # (3, 3) mapping image0 (x, y) to image1, or None
+
+    @property
+    def num_inliers(self) -> int:
+        return int(self.inlier_mask.sum())
+
+
+def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
+    """Match two images' local features and count DEGENSAC inliers."""
+    matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
+                                conf.ratio_test, conf.mutual)
+    H, mask = estimate_homography(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
+    return PairResult(matches, mask, H)
+
+
+# --------------------------------------------------------------------------------------------
+# Worker processes
+# --------------------------------------------------------------------------------------------
+class _Verifier:
+    """Holds the open feature stores and a cache of train features (one per worker process)."""
+
+    def __init__(self, work: str, conf: VerifyConfig, cache_size: int = 512):
+        self.train = FeatureStore(feature_dir(work, "train"))
+        self.test = FeatureStore(feature_dir(work, "test"))
+        self.conf = conf
+        self.cache: "OrderedDict[str, Optional[Features]]" = OrderedDict()
+        self.cache_size = cache_size
+
+    def _train_features(self, image_id: str) -> Optional[Features]:
+        if image_id in self.cache:
+            self.cache.move_to_end(image_id)
+            return self.cache[image_id]
+        feats = self.train.local(image_id) if self.train.has_local(image_id) else None
+        self.cache[image_id] = feats
+        if len(self.cache) > self.cache_size:
+            self.cache.popitem(last=False)
+        return feats
+
+    def __call__(self, task: Tuple[str, List[str]]) -> Tuple[str, List[str], List[Tuple[int, int]]]:
+        query_id, candidates = task
+        q = self.test.local(query_id) if self.test.has_local(query_id) else None
+        results = []
+        for db_id in candidates:
+            t = self._train_features(db_id)
+            if q is None or t is None:
+                results.append((0, 0))
+                continue
+            res = verify_pair(q, t, self.conf)
+            results.append((len(res.matches), res.num_inliers))
+        return query_id, candidates, results
+
+
+_WORKER: Optional[_Verifier] = None
+
+
+def _init_worker(work: str, conf_dict: dict) -> None:
+    global _WORKER
+    _WORKER = _Verifier(work, VerifyConfig(**conf_dict))
+
+
+def _run_task(task):
+    assert _WORKER is not None
+    return _WORKER(task)
+
+
+# --------------------------------------------------------------------------------------------
+# Step entry point
+# --------------------------------------------------------------------------------------------
+def verification_path(work: Union[str, Path]) -> Path:
+    return Path(work) / "verification.csv"
+
+
+def _fingerprint(conf: VerifyConfig, work: Path) -> str:
+    settings = {k: v for k, v in asdict(conf).items() if k not in ("num_workers", "enabled")}
+    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
+    rp = retrieval_path(work)
+    if rp.is_file():
+        import h5py
+
+        with h5py.File(rp, "r") as f:
+            h.update(str(f.attrs.get("fingerprint", "")).encode())
+    return h.hexdigest()
+
+
+def load_verification(path: Union[str, Path]) -> Dict[str, Dict[str, Tuple[int, int]]]:
+    """Read ``verification.csv`` as ``{query_id: {db_id: (num_matches, inliers)}}``.
+
+    Incomplete trailing lines (an interrupted write) are ignored.
+    """
+    out: Dict[str, Dict[str, Tuple[int, int]]] = {}
+    path = Path(path)
+    if not path.is_file():
+        return out
+    with open(path) as fh:
+        for line in fh:
+            if not line.endswith("\n") or line == HEADER:
+                continue
+            parts = line.rstrip("\n").split(",")
+            if len(parts) != 5:
+                continue
+            try:
+                out.setdefault(parts[0], {})[parts[2]] = (int(parts[3]), int(parts[4]))
+            except ValueError:
+                continue
+    return out
+
+
+def _tasks(retrieval: Retrieval, n: int) -> List[Tuple[str, List[str]]]:
+    return [
+        (q, [retrieval.db_ids[j] for j in retrieval.indices[row, :n]])
+        for row, q in enumerate(retrieval.query_ids)
+    ]
+
+
+def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Path:
+    """Verify the ``conf.verify.num_to_rerank`` best candidates of every test image.
+
+    Returns:
+        Path of ``WORK/verification.csv``.
+    """
+    work = Path(work)
+    vc = conf.verify
+    out = verification_path(work)
+    retrieval = load_retrieval(retrieval_path(work))
+    tasks = _tasks(retrieval, vc.num_to_rerank)
+    fp_path = out.with_suffix(".json")
+    fp = _fingerprint(vc, work)
+    done: Dict[str, Dict[str, Tuple[int, int]]] = {}
+    if out.is_file() and not overwrite and fp_path.is_file() and json.loads(fp_path.read_text()).get("fingerprint") == fp:
+        done = load_verification(out)
+    # keep only test images whose candidates were all verified, rewrite the file cleanly
+    expected = dict(tasks)
+    done = {q: r for q, r in done.items() if q in expected and all(c in r for c in expected[q])}
+    with open(out, "w") as fh:
+        fh.write(HEADER)
+        for q, cands in tasks:
+            if q in done:
+                fh.write("".join(f"{q},{rank},{c},{done[q][c][0]},{done[q][c][1]}\n" for rank, c in enumerate(cands)))
+    fp_path.write_text(json.dumps({"fingerprint": fp, "verify": asdict(vc)}, indent=2))
+    todo = [t for t in tasks if t[0] not in done and t[1]]
+    logger.info("Verifying %d candidates of %d test images (%d already done)",
+                vc.num_to_rerank, len(todo), len(done))
+    if not todo:
+        return out
+    workers = vc.num_workers or (os.cpu_count() or 1)
+    workers = max(1, min(workers, len(todo)))
+    bar = tqdm(total=len(todo), desc="verify", unit="query")
+    with open(out, "a") as fh:
+        def write(result):
+            q, cands, res = result
+            fh.write("".join(f"{q},{rank},{c},{m},{i}\n" for rank, (c, (m, i)) in enumerate(zip(cands, res))))
+            fh.flush()
+            bar.update(1)
+
+        if workers == 1:
+            verifier = _Verifier(str(work), vc)
+            for task in todo:
+                write(verifier(task))
+        else:
+            ctx = mp.get_context("spawn")  # no fork of a process that may hold TensorFlow threads
+            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                        initargs=(str(work), asdict(vc))) as pool:
+                chunk = max(1, min(32, len(todo) // (workers * 8) or 1))
+                for result in pool.map(_run_task, todo, chunksize=chunk):
+                    write(result)
+    bar.close()
+    return out
