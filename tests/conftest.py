@@ -1,0 +1,41 @@
+"""Shared fixtures: a small generated GLR dataset and the real photographs in ../shared/data."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def shared_data_dir() -> Path:
+    """Real test photographs (never copied into the repository); may be absent."""
+    return Path(os.environ.get("LANDMARK_RETRIEVAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    path = shared_data_dir()
+    if not (path / "groups.csv").is_file():
+        pytest.skip(f"real photographs not available at {path}")
+    return path
+
+
+@pytest.fixture(scope="session")
+def small_dataset(tmp_path_factory) -> Path:
+    """A small GLR-layout dataset generated from the demo photographs (seeded)."""
+    from landmark_retrieval.demo import DemoSpec, build_demo_dataset
+
+    root = tmp_path_factory.mktemp("small") / "data"
+    return build_demo_dataset(root, DemoSpec(train_views=2, test_views=1, distractor_views=1, seed=3))
+
+
+@pytest.fixture
+def rng() -> np.random.Generator:
+    return np.random.default_rng(0)
+
+
+def unit_rows(x: np.ndarray) -> np.ndarray:
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)

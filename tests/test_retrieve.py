@@ -1,0 +1,42 @@
+import numpy as np
+import pytest
+
+from conftest import unit_rows
+from landmark_retrieval.retrieve import knn
+
+
+def brute(q, db, k):
+    sim = q.astype(np.float64) @ db.T.astype(np.float64)
+    idx = np.argsort(-sim, axis=1, kind="stable")[:, :k]
+    return np.take_along_axis(sim, idx, 1), idx
+
+
+@pytest.mark.parametrize("use_faiss", [False, True])
+@pytest.mark.parametrize("block, db_block", [(3, 7), (1000, 100000)])
+def test_knn_matches_brute_force(rng, use_faiss, block, db_block):
+    q, db = unit_rows(rng.normal(size=(20, 16))), unit_rows(rng.normal(size=(50, 16)))
+    s, i = knn(q, db, 5, block_size=block, db_block_size=db_block, use_faiss=use_faiss)
+    bs, bi = brute(q, db, 5)
+    assert s.dtype == np.float32 and i.shape == (20, 5)
+    assert np.array_equal(i, bi)
+    assert np.allclose(s, bs, atol=1e-5)
+
+
+def test_knn_hand_case_and_ties():
+    db = np.array([[1, 0], [0, 1], [1, 0], [-1, 0]], np.float32)
+    q = np.array([[1, 0]], np.float32)
+    s, i = knn(q, db, 3, use_faiss=False, db_block_size=2)
+    assert i.tolist() == [[0, 2, 1]]  # ties: lower index first, across blocks too
+    assert s.tolist() == [[1.0, 1.0, 0.0]]
+
+
+def test_knn_empty_and_k_larger_than_db(rng):
+    db = unit_rows(rng.normal(size=(3, 8)))
+    s, i = knn(np.zeros((0, 8), np.float32), db, 5)
+    assert s.shape == (0, 3) and i.shape == (0, 3)
+    s, i = knn(db, db, 10, use_faiss=False)
+    assert i.shape == (3, 3) and i[:, 0].tolist() == [0, 1, 2]
+    s, i = knn(db, np.zeros((0, 8), np.float32), 5)
+    assert s.shape == (3, 0)
+    with pytest.raises(ValueError, match="dimension"):
+        knn(db, np.zeros((2, 4), np.float32), 1)
