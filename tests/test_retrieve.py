@@ -1,8 +1,11 @@
 import numpy as np
 import pytest
 
-from conftest import unit_rows
 from landmark_retrieval.retrieve import knn
+
+
+def unit_rows(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def brute(q, db, k):

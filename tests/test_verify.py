@@ -1,12 +1,15 @@
 import numpy as np
 import pytest
 
-from conftest import unit_rows
 from landmark_retrieval.backends.base import Features
 from landmark_retrieval.config import VerifyConfig, get_config
 from landmark_retrieval.verify import estimate_homography, match_descriptors, verify_pair
 
 E = np.eye(4, dtype=np.float32)
+
+
+def unit_rows(x):
+    return (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
 
 
 def test_match_descriptors_hand_computed():

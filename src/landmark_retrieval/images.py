@@ -29,10 +29,12 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
-        if mode.startswith("I;16"):
-            arr = arr / 257.0
+        lo, hi = float(np.min(arr)), float(np.max(arr))
+        if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
+            arr = arr / 257.0  # 16-bit (older Pillow opens 16-bit PNGs as mode "I")
+        elif mode == "I" and lo >= 0 and hi <= 255:
+            pass  # 8-bit values in a 32-bit container
         else:
-            lo, hi = float(np.min(arr)), float(np.max(arr))
             arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
         return np.repeat(gray[..., None], 3, axis=2)
