@@ -52,3 +52,26 @@ def test_run_with_delg_on_real_photos(shared_data, exports, tmp_path):
                  "--preset", "kaggle-baseline", "--model", str(exports["tf1"]),
                  "--set", "extract.max_image_size=512"]) == 0
     assert list(read_submission(out)) == load_dataset(data).test_ids
+
+
+def test_train_local_features_only_for_candidates(small_dataset, exports, tmp_path):
+    from landmark_retrieval.extract import feature_dir
+    from landmark_retrieval.retrieve import load_retrieval
+    from landmark_retrieval.store import FeatureStore
+
+    work = tmp_path / "work"
+    base = ["--data", str(small_dataset), "--work", str(work), "--preset", "kaggle-baseline",
+            "--model", str(exports["tf1"]), "--set", "verify.num_to_rerank=3"]
+    assert main(["extract", *base]) == 0
+    with FeatureStore(feature_dir(work, "train")) as train:
+        assert train.local_ids == [] and len(train.global_ids) == len(load_dataset(small_dataset).train_ids)
+    assert main(["retrieve", *base]) == 0
+    assert main(["extract", "--candidates", *base]) == 0
+    r = load_retrieval(work / "retrieval.h5")
+    expected = {r.db_ids[j] for j in r.indices[:, :3].ravel()}
+    with FeatureStore(feature_dir(work, "train")) as train:
+        assert set(train.local_ids) == expected
+    # the same run in one command gives the same features and a full submission
+    out = tmp_path / "s.csv"
+    assert main(["run", *base, "--out", str(out)]) == 0
+    assert len(read_submission(out)) == len(load_dataset(small_dataset).test_ids)

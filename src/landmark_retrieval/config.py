@@ -45,6 +45,12 @@ class ExtractConfig:
     num_workers: int = 2  # image-decoding threads that run ahead of the extractor
     shard_size: int = 500  # images per HDF5 shard; an interruption loses at most one shard
     half_precision: bool = False  # store local descriptors as float16 (halves disk use)
+    # "all": local features of every train image (one model call per image);
+    # "candidates": train images get global descriptors first, then local features only for the
+    # train images that some test image re-ranks (the disk-feasible choice at GLR scale: DELG
+    # local features take ~0.5 MB per image). Backends whose global descriptor is built from
+    # local ones (VLAD) always use "all".
+    train_local: str = "all"
     # RootSIFT
     sift_max_keypoints: int = 1000
     sift_contrast_threshold: float = 0.02
@@ -121,6 +127,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
     "kaggle-baseline": {
         "extract": {
             "backend": "delg",
+            "train_local": "candidates",
             "delg_scales": BASELINE_SCALES,
             "delg_score_threshold": 175.0,
             "delg_max_feature_num": 1000,
@@ -138,7 +145,7 @@ PRESETS: Dict[str, Dict[str, Any]] = {
         "predict": {"top_k": 5, "max_inlier_score": 70, "global_weight": 1.0},
     },
     "glr-tuned": {
-        "extract": {"backend": "delg"},
+        "extract": {"backend": "delg", "train_local": "candidates"},
         "verify": {
             "num_to_rerank": 20,
             "max_reprojection_error": 12.0,
@@ -253,6 +260,8 @@ def get_config(
         if not isinstance(overrides, Mapping):
             overrides = parse_overrides(overrides)
         _apply(conf, overrides, "overrides")
+    if conf.extract.train_local not in ("all", "candidates"):
+        raise ValueError(f"extract.train_local must be 'all' or 'candidates', not {conf.extract.train_local!r}")
     if conf.retrieve.k < conf.verify.num_to_rerank:
         conf.retrieve.k = conf.verify.num_to_rerank
     return conf

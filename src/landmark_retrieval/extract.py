@@ -56,10 +56,16 @@ def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
 
 def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Path,
                   num_workers: int = 2, shard_size: int = 500, half_precision: bool = False,
-                  ids: Optional[Sequence[str]] = None) -> FeatureStore:
-    """Extract features of the images of one split that are not in ``directory`` yet."""
+                  ids: Optional[Sequence[str]] = None, local: bool = True,
+                  global_: bool = True) -> FeatureStore:
+    """Extract features of the images of one split that are not in ``directory`` yet.
+
+    Args:
+        local / global_: which features to compute and store (global descriptors that a
+            backend builds later from local ones, as VLAD, are not expected here).
+    """
     ids = dataset.ids(split) if ids is None else list(ids)
-    done = FeatureStore(directory).done_ids()
+    done = FeatureStore(directory).done_ids(local=local, global_=global_ and backend.aggregator is None)
     todo = [i for i in ids if i not in done]
     logger.info("%s: %d images, %d already extracted, %d to do", split, len(ids), len(ids) - len(todo), len(todo))
     failures = 0
@@ -75,7 +81,7 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                     failures += 1
                     continue
                 try:
-                    feats = backend.extract(image)
+                    feats = backend.extract(image, local=local, global_=global_)
                 except Exception as exc:  # a bad image never stops a run
                     msg = f"{type(exc).__name__}: {exc}"
                     logger.warning("Feature extraction failed for %s image %s (%s): %s",
@@ -83,7 +89,9 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                     writer.add_failure(image_id, msg)
                     failures += 1
                     continue
-                writer.add(image_id, feats)
+                if not global_:
+                    feats.global_descriptor = None
+                writer.add(image_id, feats, write_local=local)
     if failures:
         logger.warning("%s: %d image(s) failed; see failures.csv in the work directory", split, failures)
     return FeatureStore(directory)
@@ -153,12 +161,14 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     meta = backend.describe()
     logger.info("Extracting features with:\n%s", pprint.pformat(meta))
     stores: Dict[str, FeatureStore] = {}
+    train_global_only = train_local_deferred(conf, backend)
     for split in splits:
         directory = feature_dir(work, split)
         _check_meta(directory, meta, overwrite)
         stores[split] = extract_split(
             backend, dataset, split, directory, num_workers=conf.extract.num_workers,
             shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
+            local=not (split == "train" and train_global_only),
         )
     if backend.aggregator is not None:
         if "train" not in stores:
@@ -168,3 +178,46 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     for store in stores.values():
         store.close()
     return {split: feature_dir(work, split) for split in stores}
+
+
+def train_local_deferred(conf: Config, backend: Backend) -> bool:
+    """True when train images get local features only once they are re-ranking candidates."""
+    if conf.extract.train_local != "candidates":
+        return False
+    if backend.aggregator is not None:
+        logger.info("The %s backend builds global descriptors from local features: extracting local "
+                    "features of every train image (extract.train_local=all)", backend.name)
+        return False
+    return True
+
+
+def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
+                       backend: Optional[Backend] = None) -> Path:
+    """Extract local features of the train images that some test image re-ranks.
+
+    Used with ``extract.train_local = "candidates"``, after the retrieve step: the candidates
+    are the ``verify.num_to_rerank`` nearest train images of every test image (each extracted
+    once, however many test images retrieve it). Resumable like :func:`extract`.
+
+    Returns:
+        The train feature store directory.
+    """
+    from .retrieve import load_retrieval, retrieval_path
+
+    work = Path(work)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    retrieval = load_retrieval(retrieval_path(work))
+    n = conf.verify.num_to_rerank
+    rows = np.unique(retrieval.indices[:, :n]) if retrieval.indices.size else np.zeros(0, np.int64)
+    candidates = [retrieval.db_ids[j] for j in rows]
+    logger.info("%d distinct train images are re-ranking candidates of %d test images",
+                len(candidates), len(retrieval.query_ids))
+    backend = backend or make_backend(conf.extract)
+    directory = feature_dir(work, "train")
+    _check_meta(directory, backend.describe(), overwrite=False)
+    store = extract_split(backend, dataset, "train", directory, num_workers=conf.extract.num_workers,
+                          shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
+                          ids=candidates, local=True, global_=False)
+    write_failures(work, {"train": store, "test": FeatureStore(feature_dir(work, "test"))}, dataset)
+    store.close()
+    return directory

@@ -7,11 +7,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, Optional, Union
 
-from .backends import Backend
+from .backends import Backend, make_backend
 from .config import Config
 from .dataset import Dataset, load_dataset
 from .evaluate import evaluate_run
-from .extract import extract
+from .extract import extract, extract_candidates, train_local_deferred
 from .predict import predict
 from .retrieve import retrieve
 from .submit import submit
@@ -60,9 +60,12 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
         logger.info("%s done in %.1f s", name, timings[name])
         return result
 
+    backend = backend or make_backend(conf.extract)
     timed("extract", extract, conf, dataset, work, overwrite=overwrite, backend=backend)
     timed("retrieve", retrieve, conf, dataset, work, overwrite=overwrite)
     if conf.verify.enabled:
+        if train_local_deferred(conf, backend):
+            timed("extract candidates", extract_candidates, conf, dataset, work, backend=backend)
         timed("verify", verify, conf, work, overwrite=overwrite)
     timed("predict", predict, conf, dataset, work)
     submission = timed("submit", submit, dataset, work, out, verified=conf.verify.enabled)

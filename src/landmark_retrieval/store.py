@@ -173,9 +173,9 @@ class FeatureStore:
                     ids = f["failed/ids"].asstr()[()]
                     errors = f["failed/errors"].asstr()[()]
                     self.failures.update(zip(ids, errors))
-        # an image that later succeeded is not a failure
+        # an image whose local features were extracted later is not a failure
         for image_id in list(self.failures):
-            if image_id in self._local or image_id in self._global:
+            if image_id in self._local:
                 del self.failures[image_id]
 
     # -- index -----------------------------------------------------------------------------
@@ -187,9 +187,18 @@ class FeatureStore:
     def global_ids(self) -> List[str]:
         return list(self._global)
 
-    def done_ids(self) -> set:
-        """Ids with local features, a global descriptor or a recorded failure."""
-        return set(self._local) | set(self._global) | set(self.failures)
+    def done_ids(self, local: bool = True, global_: bool = True) -> set:
+        """Ids that need no more work: a recorded failure, or everything asked for stored
+        (local features if ``local``, a global descriptor if ``global_``)."""
+        if local and global_:
+            ok = set(self._local) & set(self._global)
+        elif local:
+            ok = set(self._local)
+        elif global_:
+            ok = set(self._global)
+        else:
+            ok = set(self._local) | set(self._global)
+        return ok | set(self.failures)
 
     def has_local(self, image_id: str) -> bool:
         return image_id in self._local

@@ -257,6 +257,14 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
                 fh.write("".join(f"{q},{rank},{c},{done[q][c][0]},{done[q][c][1]}\n" for rank, c in enumerate(cands)))
     fp_path.write_text(json.dumps({"fingerprint": fp, "verify": asdict(vc)}, indent=2))
     todo = [t for t in tasks if t[0] not in done and t[1]]
+    with FeatureStore(feature_dir(work, "train")) as train:
+        candidates = {c for _, cands in todo for c in cands}
+        missing = sum(1 for c in candidates if not train.has_local(c))
+    if missing:
+        logger.warning(
+            "%d of %d candidate train images have no local features and get 0 inliers; with "
+            "extract.train_local=candidates run `landmark-retrieval extract --candidates` (or `run`) first",
+            missing, len(candidates))
     logger.info("Verifying %d candidates of %d test images (%d already done)",
                 vc.num_to_rerank, len(todo), len(done))
     if not todo:

@@ -70,8 +70,12 @@ class Backend(abc.ABC):
     aggregator: Optional[GlobalAggregator] = None
 
     @abc.abstractmethod
-    def extract(self, image: np.ndarray) -> Features:
-        """Extract features from an RGB uint8 image (H, W, 3)."""
+    def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
+        """Extract features from an RGB uint8 image (H, W, 3).
+
+        ``local`` / ``global_`` = False skip that head when the backend can (the result then has
+        empty local arrays / no global descriptor).
+        """
 
     def describe(self) -> dict:
         """Settings that change the features (stored with them to detect mismatches)."""

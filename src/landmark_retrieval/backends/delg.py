@@ -366,7 +366,7 @@ class DelgBackend(Backend):
             "global": self.want_global,
         }
 
-    def extract(self, image: np.ndarray) -> Features:
+    def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
         """Features of an RGB uint8 image (H, W, 3).
 
         Images whose smaller side is under :data:`MIN_SIDE` pixels (after ``max_image_size``) get
@@ -381,13 +381,14 @@ class DelgBackend(Backend):
         resized, factors = resize_max_side(image, self.conf.max_image_size)
         rh, rw = resized.shape[:2]
         tiny = min(rh, rw) < MIN_SIDE
-        local = self.want_local and not tiny
-        if not (local or self.want_global) or min(rh, rw) < 1:
+        local = self.want_local and local and not tiny
+        want_global = self.want_global and global_
+        if not (local or want_global) or min(rh, rw) < 1:
             return Features.empty(self.local_dim, (width, height))
         try:
             out = self.model(resized, self.scales, self.conf.delg_score_threshold,
                              self.conf.delg_max_feature_num, self.global_scales_ind,
-                             fetch_local=local, fetch_global=self.want_global)
+                             fetch_local=local, fetch_global=want_global)
         except MemoryError:
             raise
         except Exception as exc:  # TF errors (e.g. an image too small for a scale)
@@ -396,7 +397,7 @@ class DelgBackend(Backend):
                              f"{type(exc).__name__}: {_short_error(exc)}") from exc
 
         global_descriptor = None
-        if self.want_global:
+        if want_global:
             raw = out[OUT_GLOBAL]
             if self.global_scales_ind is not None and not self.model.has_global_scales_ind:
                 raw = raw[list(self.global_scales_ind)]

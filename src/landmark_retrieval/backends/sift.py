@@ -101,8 +101,9 @@ class SiftBackend(Backend):
             max_training_descriptors=self.conf.vlad_max_training_descriptors,
         )
 
-    def extract(self, image: np.ndarray) -> Features:
-        """RootSIFT features of an RGB uint8 image (H, W, 3); no global descriptor (see VLAD)."""
+    def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
+        """RootSIFT features of an RGB uint8 image (H, W, 3); no global descriptor (see VLAD,
+        which needs the local features, so they are always computed)."""
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
             raise ValueError(f"Expected an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
         h, w = image.shape[:2]
