@@ -162,25 +162,23 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
         _jpeg(view, image_path(root, "test", image_id), int(rng.integers(50, 95)))
         solution_rows.append((image_id, landmark, usage))
 
-    for name, landmark_id in LANDMARKS:
-        photo = load_photo(name)
+    def add_train(name: str, landmark_id: int, photo: np.ndarray) -> None:
         for v in range(spec.train_views):
             view, _ = random_view(photo, rng)
             image_id = _image_id("train", name, v)
             _jpeg(view, image_path(root, "train", image_id), int(rng.integers(60, 95)))
             train_rows.append((image_id, landmark_id))
+
+    for name, landmark_id in LANDMARKS:
+        photo = load_photo(name)
+        add_train(name, landmark_id, photo)
         for v in range(spec.test_views):
             view, _ = random_view(photo, rng, spec.test_strength, spec.test_partial)
             add_test(_image_id("test", name, v), str(landmark_id), view)
         if name == "motorcycle_left":  # a real second viewpoint of the same scene
             add_test(_image_id("test", "motorcycle_right"), str(landmark_id), load_photo("motorcycle_right"))
     for name, landmark_id in CONFUSERS:
-        photo = load_photo(name)
-        for v in range(spec.train_views):
-            view, _ = random_view(photo, rng)
-            image_id = _image_id("train", name, v)
-            _jpeg(view, image_path(root, "train", image_id), int(rng.integers(60, 95)))
-            train_rows.append((image_id, landmark_id))
+        add_train(name, landmark_id, load_photo(name))
     for name in DISTRACTORS:
         photo = load_photo(name)
         for v in range(spec.distractor_views):
