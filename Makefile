@@ -26,3 +26,13 @@ benchmark: $(STAMP)
 
 clean:
 	rm -rf $(VENV) data/demo work submission/*.csv submission/*.png
+
+# Wheels for an offline install on Kaggle (upload the folder as the dataset
+# "landmark-retrieval-wheels"; see docs/kaggle.md). Only what Kaggle's image lacks: this package,
+# pydegensac (+ faiss-cpu with KAGGLE_WHEEL_ARGS=--faiss); never TensorFlow, OpenCV, numpy, ...
+# Target another Python with e.g. KAGGLE_WHEEL_ARGS="--python-version 3.10".
+WHEELHOUSE ?= wheelhouse/kaggle
+KAGGLE_WHEEL_ARGS ?=
+.PHONY: kaggle-wheels
+kaggle-wheels: $(STAMP)
+	$(BIN)/landmark-retrieval wheelhouse $(WHEELHOUSE) $(KAGGLE_WHEEL_ARGS)

@@ -1,7 +1,8 @@
 """Command line: ``landmark-retrieval <command>`` (also ``python -m landmark_retrieval``).
 
 Commands: ``run`` (every step), ``extract``, ``retrieve``, ``verify``, ``predict``, ``submit``,
-``evaluate``, ``demo``, ``presets``. Settings come from ``--preset`` plus ``--set
+``evaluate``, ``demo``, ``presets``, ``show`` (pictures of a run), ``wheelhouse`` (offline
+install on Kaggle), ``make-test-model`` (a small DELG SavedModel). Settings come from ``--preset`` plus ``--set
 section.option=value`` overrides (see ``landmark-retrieval presets``).
 """
 from __future__ import annotations
@@ -68,6 +69,9 @@ def build_parser() -> argparse.ArgumentParser:
                        ("verify", "step 3: DEGENSAC inliers of the candidates"),
                        ("predict", "step 4: one landmark and confidence per test image")):
         _add_common(sub.add_parser(name, help=text), data=name != "verify")
+    sub.choices["extract"].add_argument(
+        "--candidates", action="store_true",
+        help="after retrieve: local features of the re-ranking candidates (extract.train_local=candidates)")
 
     p = sub.add_parser("submit", help="step 5: write submission.csv from predictions")
     _add_common(p)
@@ -92,6 +96,43 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true")
 
     sub.add_parser("presets", help="list presets and their settings")
+
+    p = sub.add_parser("show", help="pictures of a run: a test image's neighbours and its verified matches")
+    p.add_argument("--data", required=True, type=Path, help="the run's dataset root")
+    p.add_argument("--work", required=True, type=Path, help="the run's work directory")
+    p.add_argument("--query", help="test image id (default: the one with the best verified neighbour)")
+    p.add_argument("--db", help="train image id to match with (default: the best neighbour after re-ranking)")
+    p.add_argument("--preset", choices=sorted(PRESETS),
+                   help="configuration (default: the one the run saved in WORK/config.json)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE")
+    p.add_argument("--out", type=Path, help="neighbours PNG; the matches go to <stem>_matches.png beside it "
+                                           "(default: WORK/show/<query>.png)")
+    p.add_argument("--neighbours", type=int, default=5, help="neighbours to draw")
+    p.add_argument("--keypoints", action="store_true", help="also save <stem>_keypoints.png (keypoints by score)")
+    p.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs")
+    p.add_argument("--colors", type=int, help="save PNGs with a palette of this many colours (<= 256; smaller files)")
+
+    p = sub.add_parser("wheelhouse", help="folder of wheels for an offline install on Kaggle (see docs/kaggle.md)")
+    p.add_argument("directory", type=Path, help="output folder (upload it as a Kaggle dataset)")
+    p.add_argument("--python-version", help="Kaggle's Python, e.g. 3.11 (default: this interpreter's)")
+    p.add_argument("--platform", dest="platforms", action="append",
+                   help="wheel platform tag (repeatable; default: manylinux2014/_2_17/_2_28 x86_64)")
+    p.add_argument("--faiss", action="store_true", help="also add faiss-cpu")
+    p.add_argument("--package", dest="extra", action="append", default=[], help="another wheel to add (repeatable)")
+    p.add_argument("--project", type=Path, help="landmark-retrieval source tree (default: this package's)")
+    p.add_argument("--no-download", action="store_true", help="build the project's wheel only (no network)")
+    p.add_argument("--build-isolation", action="store_true",
+                   help="build the project's wheel in an isolated env (needs the network)")
+    p.add_argument("--index-url", help="package index for the download")
+    p.add_argument("--find-links", action="append", default=[], help="local folder of wheels to look in")
+    p.add_argument("--dry-run", action="store_true", help="print the pip commands only")
+
+    p = sub.add_parser("make-test-model", help="export a small random-weight DELG SavedModel (offline)")
+    p.add_argument("directory", type=Path, help="output folder (must not hold a SavedModel yet)")
+    p.add_argument("--style", choices=("tf1", "tf2"), default="tf1",
+                   help="tf1: graph used through prune (like Kaggle's model); tf2: serving_default signature")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--global-dim", type=int, default=2048)
     return parser
 
 
@@ -144,6 +185,40 @@ def _dispatch(args: argparse.Namespace) -> int:
             return 0
         raise ValueError("evaluate needs --submission and --solution, or --data and --work")
 
+    if cmd == "show":
+        from .visualize import load_run_config, pick_query, save_show_figures
+
+        conf = load_run_config(args.work, args.preset, args.overrides)
+        query = args.query or pick_query(args.data, args.work, conf)
+        out = args.out or args.work / "show" / f"{query}.png"
+        paths = save_show_figures(args.data, args.work, out, query, args.db, conf,
+                                  num_neighbours=args.neighbours, keypoints=args.keypoints, dpi=args.dpi,
+                                  colors=args.colors)
+        for kind, path in paths.items():
+            print(f"{kind}: {path}")
+        return 0
+    if cmd == "wheelhouse":
+        from .wheelhouse import DEFAULT_PLATFORMS, build_wheelhouse
+
+        house = build_wheelhouse(args.directory, python_version=args.python_version,
+                                 platforms=args.platforms or DEFAULT_PLATFORMS, faiss=args.faiss, extra=args.extra,
+                                 project_dir=args.project, download=not args.no_download,
+                                 build_isolation=args.build_isolation, index_url=args.index_url,
+                                 find_links=args.find_links, dry_run=args.dry_run)
+        if args.dry_run:
+            for argv in house.commands:
+                print(" ".join(argv))
+        else:
+            print(house)
+        return 0
+    if cmd == "make-test-model":
+        from .testing import export_test_model
+
+        path = export_test_model(args.directory, style=args.style, seed=args.seed, global_dim=args.global_dim)
+        print(f"DELG test model ({args.style}, random weights): {path}")
+        print(f"use it with: landmark-retrieval run --backend delg --model {path} ...")
+        return 0
+
     conf = _config(args)
     if cmd == "run":
         from .pipeline import run
@@ -154,9 +229,12 @@ def _dispatch(args: argparse.Namespace) -> int:
             _print_metrics(result.metrics, args.json)
         return 0
     if cmd == "extract":
-        from .extract import extract
+        from .extract import extract, extract_candidates
 
-        extract(conf, args.data, args.work, overwrite=args.overwrite)
+        if args.candidates:
+            extract_candidates(conf, args.data, args.work)
+        else:
+            extract(conf, args.data, args.work, overwrite=args.overwrite)
     elif cmd == "retrieve":
         from .retrieve import retrieve
 

@@ -72,8 +72,11 @@ def plot_matches(image0: np.ndarray, image1: np.ndarray, kpts0: np.ndarray, kpts
 
 
 def plot_keypoints(image: np.ndarray, keypoints: np.ndarray, scores: Optional[np.ndarray] = None,
-                   title: Optional[str] = None, dpi: int = 100) -> Figure:
-    """An image with its keypoints, coloured by score (e.g. DELG attention) when given."""
+                   title: Optional[str] = None, dpi: int = 100, score_label: str = "score") -> Figure:
+    """An image with its keypoints, coloured by score (e.g. DELG attention) when given.
+
+    ``score_label`` names the colour bar (e.g. ``"DELG attention"``).
+    """
     fig = Figure(figsize=(6, 6 * image.shape[0] / max(image.shape[1], 1)), dpi=dpi)
     (ax,) = _image_axes(fig, [image], [title] if title else None)
     kp = np.asarray(keypoints, np.float32).reshape(-1, 2)
@@ -81,7 +84,7 @@ def plot_keypoints(image: np.ndarray, keypoints: np.ndarray, scores: Optional[np
         sc = ax.scatter(kp[:, 0], kp[:, 1], s=6, c=scores if scores is not None else "yellow",
                         cmap="viridis" if scores is not None else None)
         if scores is not None:
-            fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02, label="score")
+            fig.colorbar(sc, ax=ax, fraction=0.04, pad=0.02, label=score_label)
     fig.tight_layout()
     return fig
 
@@ -109,9 +112,43 @@ def plot_retrieval(query: np.ndarray, neighbours: Sequence[np.ndarray], titles: 
     return fig
 
 
-def save_figure(fig: Figure, path: Union[str, Path]) -> Path:
-    """Save a figure (format from the suffix) and return the path."""
+def save_figure(fig: Figure, path: Union[str, Path], dpi: Optional[float] = None,
+                colors: Optional[int] = None) -> Path:
+    """Save a figure (format from the suffix) and return the path.
+
+    Args:
+        dpi: overrides the figure's own resolution (lower it for smaller files).
+        colors: PNG only: store with an adaptive palette of this many colours (<= 256), which
+            makes pictures of photographs several times smaller (e.g. for documentation).
+    """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, bbox_inches="tight")
+    kwargs = {"dpi": dpi} if dpi else {}
+    if colors and path.suffix.lower() == ".png":
+        import io
+
+        from PIL import Image
+
+        buf = io.BytesIO()
+        fig.savefig(buf, format="png", bbox_inches="tight", **kwargs)
+        buf.seek(0)
+        with Image.open(buf) as im:
+            rgb = im.convert("RGB")
+        rgb.quantize(colors=max(2, min(256, int(colors))), method=Image.Quantize.MEDIANCUT).save(path, optimize=True)
+        return path
+    fig.savefig(path, bbox_inches="tight", **kwargs)
     return path
+
+
+def figure_to_array(fig: Figure, dpi: Optional[int] = None) -> np.ndarray:
+    """Render a figure (Agg, off screen) to an RGBA uint8 array (H, W, 4).
+
+    Useful to check a picture is not blank, or to embed it in another image.
+    """
+    from matplotlib.backends.backend_agg import FigureCanvasAgg
+
+    canvas = FigureCanvasAgg(fig)
+    if dpi is not None:
+        fig.set_dpi(dpi)
+    canvas.draw()
+    return np.asarray(canvas.buffer_rgba()).copy()

@@ -1,0 +1,287 @@
+"""Figures of a finished run, composed from the artifacts in its work directory.
+
+The drawing primitives in :mod:`landmark_retrieval.viz` take arrays and never read files; the
+functions here read what a run stored (``features/``, ``retrieval.h5``, ``verification.csv``,
+``config.json``) and the dataset's images, and hand them to those primitives::
+
+    from landmark_retrieval import visualize
+    q = visualize.pick_query("data/demo", "work/demo")           # a test image worth looking at
+    visualize.show_query("data/demo", "work/demo", q)             # neighbours and their scores
+    visualize.show_pair("data/demo", "work/demo", q, visualize.best_neighbour("data/demo", "work/demo", q))
+    visualize.show_keypoints("data/demo", "work/demo", "test", q) # keypoints coloured by score
+
+Every ``show_*`` function returns a new :class:`matplotlib.figure.Figure` (shown inline by
+Jupyter, saved with :func:`landmark_retrieval.viz.save_figure`). ``conf`` defaults to the
+configuration the run saved in ``WORK/config.json``, so the re-ranking and the recomputed
+matches are those of the run (DEGENSAC is seeded: the inliers drawn are the ones counted).
+"""
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
+
+import numpy as np
+import pandas as pd
+from matplotlib.figure import Figure
+
+from .config import Config, get_config
+from .dataset import Dataset, load_dataset
+from .extract import feature_dir
+from .images import read_image
+from .predict import Candidates, predict_one
+from .retrieve import load_retrieval, retrieval_path
+from .store import FeatureStore, read_meta
+from .verify import load_verification, verification_path, verify_pair
+from .viz import plot_keypoints, plot_matches, plot_retrieval
+
+logger = logging.getLogger("landmark_retrieval")
+
+DataArg = Union[str, Path, Dataset]
+
+#: what the stored ``scores`` of each backend are
+SCORE_NAMES = {"delg": "DELG attention", "sift": "SIFT response"}
+
+
+# --------------------------------------------------------------------------------------------
+# Loading what a run stored
+# --------------------------------------------------------------------------------------------
+def _dataset(data: DataArg) -> Dataset:
+    return data if isinstance(data, Dataset) else load_dataset(data)
+
+
+def load_run_config(work: Union[str, Path], preset: Optional[str] = None,
+                    overrides: Union[Mapping, Sequence[str], None] = None) -> Config:
+    """The configuration of a run: ``preset`` when given, else ``WORK/config.json``, else defaults.
+
+    Args:
+        work: the run's work directory (``pipeline.run`` saves ``config.json`` there).
+        preset: a preset name; when given, ``config.json`` is ignored.
+        overrides: applied last (nested dict or ``"section.option=value"`` strings).
+    """
+    saved = Path(work) / "config.json"
+    if preset is None and saved.is_file():
+        conf = get_config("default", json.loads(saved.read_text()))
+        return get_config(conf, overrides) if overrides else conf
+    return get_config(preset or "default", overrides)
+
+
+def _conf(work: Union[str, Path], conf: Optional[Config]) -> Config:
+    return conf if conf is not None else load_run_config(work)
+
+
+def query_candidates(dataset: Dataset, work: Union[str, Path], query_id: str,
+                     num_to_rerank: int) -> Candidates:
+    """Retrieved neighbours of one test image with their verification results."""
+    retrieval = load_retrieval(retrieval_path(work))
+    if query_id not in retrieval.query_ids:
+        sample = ", ".join(retrieval.query_ids[:5])
+        raise KeyError(f"Test image {query_id!r} has no retrieval result in {work} "
+                       f"(known test ids include: {sample})")
+    ids, scores = retrieval.neighbours(query_id)
+    ver = load_verification(verification_path(work)).get(query_id, {})
+    labels = dataset.labels()
+    inl = np.zeros(len(ids), np.int64)
+    nm = np.zeros(len(ids), np.int64)
+    for r, db_id in enumerate(ids[:num_to_rerank]):
+        nm[r], inl[r] = ver.get(db_id, (0, 0))
+    return Candidates(ids, np.array([labels[i] for i in ids], np.int64), np.asarray(scores, np.float32), inl, nm)
+
+
+def _local_features(store: FeatureStore, split: str, image_id: str):
+    """Stored local features, or a KeyError that says why a train image may have none."""
+    if split == "train" and not store.has_local(image_id):
+        raise KeyError(
+            f"Train image {image_id!r} has no stored local features in {store.directory}. With "
+            "extract.train_local=candidates (the Kaggle presets) only the re-ranking candidates of "
+            "the test images have them: pick one of a test image's first verify.num_to_rerank "
+            "neighbours (see neighbour_table)."
+        )
+    return store.local(image_id)
+
+
+def _truth(dataset: Dataset, query_id: str) -> Optional[List[int]]:
+    """Ground-truth landmarks of a test image ([] = non-landmark), None without solution.csv."""
+    if dataset.solution is None or query_id not in dataset.solution.landmarks:
+        return None
+    return dataset.solution.landmarks[query_id]
+
+
+def neighbour_table(data: DataArg, work: Union[str, Path], query_id: str,
+                    conf: Optional[Config] = None) -> pd.DataFrame:
+    """The candidates of one test image in re-ranked order, one row each.
+
+    Columns: ``rank`` (after re-ranking), ``retrieval_rank``, ``db_id``, ``landmark_id``,
+    ``global_score`` (cosine), ``num_matches`` (putative), ``inliers`` (DEGENSAC), ``total``
+    (the re-ranking score) and, with ``solution.csv``, ``correct``.
+    """
+    from .predict import total_scores
+
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
+    n = min(conf.verify.num_to_rerank, len(c.db_ids))
+    _, ranking = predict_one(c, conf, verified=True)
+    position = {db_id: i for i, db_id in enumerate(c.db_ids)}
+    totals = total_scores(c.global_scores, c.inliers, conf.predict.max_inlier_score, conf.predict.global_weight)
+    truth = _truth(dataset, query_id)
+    rows = []
+    for rank, db_id in enumerate(ranking):
+        i = position[db_id]
+        row = {
+            "rank": rank, "retrieval_rank": i, "db_id": db_id, "landmark_id": int(c.labels[i]),
+            "global_score": float(c.global_scores[i]), "num_matches": int(c.num_matches[i]),
+            "inliers": int(c.inliers[i]), "total": float(totals[i]) if i < n else float("nan"),
+        }
+        if truth is not None:
+            row["correct"] = int(c.labels[i]) in truth
+        rows.append(row)
+    return pd.DataFrame(rows)
+
+
+def pick_query(data: DataArg, work: Union[str, Path], conf: Optional[Config] = None) -> str:
+    """A test image worth looking at: the one whose best verified neighbour has the most inliers.
+
+    With ``solution.csv`` only correctly labelled neighbours count (when there are any).
+    """
+    from .predict import load_candidates
+
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    candidates = load_candidates(work, dataset.labels(), conf.verify.num_to_rerank)
+    if not candidates:
+        raise RuntimeError(f"No test image has retrieval results in {work}: run the pipeline first")
+    best: Tuple[int, int, str] = (-1, -1, next(iter(candidates)))
+    for q, c in candidates.items():
+        truth = _truth(dataset, q) or []
+        for label, inl in zip(c.labels, c.inliers):
+            key = (int(int(label) in truth), int(inl), q)
+            if key[:2] > best[:2]:
+                best = key
+    return best[2]
+
+
+def best_neighbour(data: DataArg, work: Union[str, Path], query_id: str,
+                   conf: Optional[Config] = None) -> str:
+    """The train image ranked first after re-ranking (most inliers + cosine)."""
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
+    if not c.db_ids:
+        raise RuntimeError(f"Test image {query_id!r} has no retrieved neighbours in {work}")
+    return predict_one(c, conf, verified=True)[1][0]
+
+
+# --------------------------------------------------------------------------------------------
+# Figures
+# --------------------------------------------------------------------------------------------
+def show_query(data: DataArg, work: Union[str, Path], query_id: str, conf: Optional[Config] = None,
+               num_neighbours: int = 5, dpi: int = 100) -> Figure:
+    """A test image and its first ``num_neighbours`` neighbours after re-ranking.
+
+    Each neighbour is titled with its landmark id, cosine (global) score, DEGENSAC inliers and
+    total re-ranking score; with ``solution.csv`` it is framed green (right landmark) or red.
+    The query's title gives the prediction (and the true landmark when known).
+    """
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    table = neighbour_table(dataset, work, query_id, conf).head(max(1, int(num_neighbours)))
+    c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
+    pred, _ = predict_one(c, conf, verified=True)
+    truth = _truth(dataset, query_id)
+    query_title = f"test {query_id}"
+    if pred is not None:
+        query_title += f"\npredicted {pred[0]} ({pred[1]:.2f})"
+    if truth is not None:
+        query_title += "\ntrue: " + (" ".join(map(str, truth)) if truth else "non-landmark")
+    titles, images, correct = [], [], []
+    for row in table.itertuples():
+        total = "not verified" if np.isnan(row.total) else f"total {row.total:.2f}"
+        titles.append(f"#{row.rank + 1} landmark {row.landmark_id}\n"
+                      f"global {row.global_score:.3f}  inliers {row.inliers}\n{total}")
+        images.append(read_image(dataset.path("train", row.db_id)))
+        correct.append(bool(row.correct) if truth is not None else None)
+    return plot_retrieval(read_image(dataset.path("test", query_id)), images, titles,
+                          query_title=query_title, correct=correct if truth is not None else None, dpi=dpi)
+
+
+def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
+              conf: Optional[Config] = None, max_lines: int = 150, dpi: int = 100) -> Figure:
+    """Keypoint matches between a test image and a train image.
+
+    The matches are recomputed from the stored local features with
+    :func:`landmark_retrieval.verify.verify_pair` and ``conf.verify`` (seeded DEGENSAC, so they
+    are the ones the run counted): DEGENSAC inliers in green, the other putative matches in red.
+    """
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, "train")) as tr:
+        fq, ft = _local_features(te, "test", query_id), _local_features(tr, "train", db_id)
+    res = verify_pair(fq, ft, conf.verify)
+    label = dataset.labels().get(db_id)
+    fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path("train", db_id)),
+                       fq.keypoints, ft.keypoints, res.matches, res.inlier_mask,
+                       titles=[f"test {query_id} ({len(fq)} keypoints)",
+                               f"train {db_id}, landmark {label} ({len(ft)} keypoints)"],
+                       max_lines=max_lines, dpi=dpi)
+    fig.suptitle(f"{res.num_inliers} DEGENSAC inliers (green) / {len(res.matches)} putative matches "
+                 f"(rejected in red)", fontsize=10)
+    return fig
+
+
+def show_keypoints(data: DataArg, work: Union[str, Path], split: str, image_id: str,
+                   dpi: int = 100) -> Figure:
+    """An image with its stored keypoints coloured by score (DELG attention or SIFT response)."""
+    dataset = _dataset(data)
+    directory = feature_dir(work, split)
+    with FeatureStore(directory) as store:
+        feats = _local_features(store, split, image_id)
+    backend = (read_meta(directory) or {}).get("name", "")
+    label = SCORE_NAMES.get(backend, "score")
+    return plot_keypoints(read_image(dataset.path(split, image_id)), feats.keypoints, feats.scores,
+                          title=f"{split} {image_id}: {len(feats)} keypoints, coloured by {label}",
+                          score_label=label, dpi=dpi)
+
+
+def save_show_figures(data: DataArg, work: Union[str, Path], out: Union[str, Path],
+                      query_id: Optional[str] = None, db_id: Optional[str] = None,
+                      conf: Optional[Config] = None, num_neighbours: int = 5,
+                      keypoints: bool = False, dpi: int = 100,
+                      colors: Optional[int] = None) -> Dict[str, Path]:
+    """What ``landmark-retrieval show`` saves: neighbours, matches (and keypoints) as PNGs.
+
+    Args:
+        out: path of the neighbours picture; the others go beside it as ``<stem>_matches.png``
+            and ``<stem>_keypoints.png``.
+        query_id: test image (default: :func:`pick_query`).
+        db_id: train image to match with (default: :func:`best_neighbour`).
+        colors: save PNGs with a palette of this many colours (smaller files), None = full colour.
+
+    Returns:
+        ``{"neighbours": path, "matches": path[, "keypoints": path]}``.
+    """
+    from .viz import save_figure
+
+    dataset = _dataset(data)
+    conf = _conf(work, conf)
+    query_id = query_id or pick_query(dataset, work, conf)
+    db_id = db_id or best_neighbour(dataset, work, query_id, conf)
+    out = Path(out)
+    suffix = out.suffix or ".png"
+    paths = {
+        "neighbours": save_figure(show_query(dataset, work, query_id, conf, num_neighbours, dpi=dpi),
+                                  out.with_suffix(suffix), colors=colors),
+        "matches": save_figure(show_pair(dataset, work, query_id, db_id, conf, dpi=dpi),
+                               out.with_name(f"{out.stem}_matches{suffix}"), colors=colors),
+    }
+    if keypoints:
+        paths["keypoints"] = save_figure(show_keypoints(dataset, work, "test", query_id, dpi=dpi),
+                                         out.with_name(f"{out.stem}_keypoints{suffix}"), colors=colors)
+    return paths
+
+
+__all__ = [
+    "load_run_config", "query_candidates", "neighbour_table", "pick_query", "best_neighbour",
+    "show_query", "show_pair", "show_keypoints", "save_show_figures",
+]
