@@ -43,3 +43,26 @@ def test_knn_empty_and_k_larger_than_db(rng):
     assert s.shape == (3, 0)
     with pytest.raises(ValueError, match="dimension"):
         knn(db, np.zeros((2, 4), np.float32), 1)
+
+
+@pytest.mark.parametrize("use_faiss", [False, True])
+def test_knn_half_precision_database(rng, use_faiss):
+    q, db = unit_rows(rng.normal(size=(30, 64))), unit_rows(rng.normal(size=(500, 64)))
+    s32, i32 = knn(q, db, 10, use_faiss=use_faiss, db_block_size=128)
+    s16, i16 = knn(q, db.astype(np.float16), 10, use_faiss=use_faiss, db_block_size=128)
+    assert s16.dtype == np.float32 and np.allclose(s16, s32, atol=2e-3)
+    assert (i16[:, 0] == i32[:, 0]).mean() > 0.95
+
+
+def test_retrieve_step_half_precision(small_dataset, tmp_path):
+    from landmark_retrieval.config import get_config
+    from landmark_retrieval.extract import extract
+    from landmark_retrieval.retrieve import load_retrieval, retrieve
+
+    work = tmp_path / "w"
+    extract(get_config("demo"), small_dataset, work)
+    full = load_retrieval(retrieve(get_config("demo"), small_dataset, work))
+    half = load_retrieval(retrieve(get_config("demo", ["retrieve.half_precision=true"]), small_dataset, work))
+    assert half.query_ids == full.query_ids
+    assert np.array_equal(half.indices[:, 0], full.indices[:, 0])
+    assert np.allclose(half.scores, full.scores, atol=2e-3)

@@ -75,6 +75,7 @@ class RetrieveConfig:
     k: int = 100  # neighbours kept per test image (>= num_to_rerank; 100 for mAP@100)
     block_size: int = 4096  # test images per block of the similarity product
     use_faiss: bool = True  # faiss exact inner-product search when importable
+    half_precision: bool = False  # hold train descriptors as float16 (halves memory at GLR scale)
 
 
 @dataclass

@@ -233,12 +233,14 @@ class FeatureStore:
             path = self._local[image_id]
             yield image_id, self._open(path)[f"local/{image_id}/descriptors"][()].astype(np.float32)
 
-    def globals(self, ids: Optional[Sequence[str]] = None) -> Tuple[List[str], np.ndarray]:
-        """Global descriptors as one (M, G) float32 matrix, rows in ``ids`` order.
+    def globals(self, ids: Optional[Sequence[str]] = None,
+                dtype: type = np.float32) -> Tuple[List[str], np.ndarray]:
+        """Global descriptors as one (M, G) matrix, rows in ``ids`` order.
 
         Args:
             ids: the ids to read (default: all, in store order). Ids without a global
                 descriptor are skipped; the returned id list says which rows are which.
+            dtype: float32, or float16 to halve the memory of a large matrix.
         """
         wanted = list(self._global) if ids is None else [i for i in ids if i in self._global]
         if not wanted:
@@ -253,7 +255,7 @@ class FeatureStore:
             data = self._open(path)["global/descriptors"][()]
             if out is None:
                 dim = data.shape[1]
-                out = np.empty((len(wanted), dim), np.float32)
+                out = np.empty((len(wanted), dim), dtype)
             out_rows = np.array([r[0] for r in rows])
             src_rows = np.array([r[1] for r in rows])
             out[out_rows] = data[src_rows]
