@@ -101,7 +101,8 @@ def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig
             seed=int(conf.seed),
         )
     except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
-        logger.debug("DEGENSAC failed on %d matches: %s", k, exc)
+        logger.warning("DEGENSAC failed on %d putative matches (counted as 0 inliers): %s: %s",
+                       k, type(exc).__name__, exc)
         return None, mask
     mask = np.asarray(inl, bool).reshape(-1)
     if mask.shape[0] != k:
