@@ -11,6 +11,7 @@
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Dict, List, Optional, Union
@@ -53,6 +54,7 @@ class Dataset:
     test_ids: List[str]
     solution: Optional[Solution] = None
     _test_paths: Dict[str, Path] = field(default_factory=dict, repr=False)
+    _train_paths: Optional[Dict[str, Path]] = field(default=None, repr=False)
 
     @property
     def train_ids(self) -> List[str]:
@@ -65,7 +67,19 @@ class Dataset:
     def path(self, split: str, image_id: str) -> Path:
         if split == "test" and image_id in self._test_paths:
             return self._test_paths[image_id]
+        if split == "train" and self._train_paths and image_id in self._train_paths:
+            return self._train_paths[image_id]
         return image_path(self.root, split, image_id)
+
+    def train_on_disk(self) -> Dict[str, Path]:
+        """Train id -> path of the train images that exist under ``train/`` (scanned once).
+
+        Kaggle's re-run environment ships only the train images of the private test set's
+        landmarks, so ``train.csv`` may list many more ids than there are files.
+        """
+        if self._train_paths is None:
+            self._train_paths = find_images(self.root / "train")
+        return self._train_paths
 
     def ids(self, split: str) -> List[str]:
         if split == "train":
@@ -121,15 +135,20 @@ def read_solution_csv(path: Union[str, Path]) -> Solution:
     return Solution(landmarks, usage)
 
 
-def find_test_images(test_dir: Path) -> Dict[str, Path]:
-    """Map test id -> path for every image file under ``test_dir`` (id = file stem)."""
+def find_images(directory: Path) -> Dict[str, Path]:
+    """Map id -> path for every image file under ``directory`` (id = file stem), sorted by path."""
     found: Dict[str, Path] = {}
-    for p in sorted(test_dir.rglob("*")):
-        if p.suffix in IMAGE_SUFFIXES and p.is_file():
-            if p.stem in found:
-                logger.warning("Test id %s appears twice (%s, %s); keeping the first", p.stem, found[p.stem], p)
+    for dirpath, dirnames, filenames in os.walk(directory, followlinks=True):
+        dirnames.sort()
+        for name in sorted(filenames):
+            stem, suffix = os.path.splitext(name)
+            if suffix not in IMAGE_SUFFIXES:
                 continue
-            found[p.stem] = p
+            p = Path(dirpath) / name
+            if stem in found:
+                logger.warning("Image id %s appears twice (%s, %s); keeping the first", stem, found[stem], p)
+                continue
+            found[stem] = p
     return found
 
 
@@ -142,7 +161,7 @@ def load_dataset(root: Union[str, Path]) -> Dataset:
     test_dir = root / "test"
     if not test_dir.is_dir():
         raise FileNotFoundError(f"No test/ folder in {root}: test images go in {test_dir}/a/b/c/<id>.jpg")
-    test_paths = find_test_images(test_dir)
+    test_paths = find_images(test_dir)
     solution_path = root / "solution.csv"
     solution = read_solution_csv(solution_path) if solution_path.is_file() else None
     logger.info(

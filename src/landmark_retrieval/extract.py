@@ -65,6 +65,15 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
             backend builds later from local ones, as VLAD, are not expected here).
     """
     ids = dataset.ids(split) if ids is None else list(ids)
+    if split == "train":
+        on_disk = dataset.train_on_disk()
+        missing = [i for i in ids if i not in on_disk]
+        if missing:
+            logger.warning("%d of %d train images listed in train.csv are not under %s (e.g. %s); they are "
+                           "left out of the index (listed in missing.csv in the work directory)",
+                           len(missing), len(ids), dataset.root / "train", dataset.path("train", missing[0]))
+            write_missing(directory.parent.parent, split, missing)
+            ids = [i for i in ids if i in on_disk]
     done = FeatureStore(directory).done_ids(local=local, global_=global_ and backend.aggregator is None)
     todo = [i for i in ids if i not in done]
     logger.info("%s: %d images, %d already extracted, %d to do", split, len(ids), len(ids) - len(todo), len(todo))
@@ -125,6 +134,16 @@ def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSt
                 writer.add_global(image_id, agg.encode(desc, codebook))
         store.close()
         stores[split] = FeatureStore(store.directory)
+
+
+def write_missing(work: Union[str, Path], split: str, ids: Sequence[str]) -> Path:
+    """Write ``WORK/missing.csv`` (split,id): listed images that have no file."""
+    path = Path(work) / "missing.csv"
+    with open(path, "w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["split", "id"])
+        w.writerows((split, i) for i in ids)
+    return path
 
 
 def write_failures(work: Union[str, Path], stores: Dict[str, FeatureStore], dataset: Dataset) -> Path:
