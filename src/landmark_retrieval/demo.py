@@ -24,7 +24,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .dataset import image_path
+from .dataset import Dataset, image_path, load_dataset
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -197,12 +197,11 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
     return root
 
 
-def best_verified_pair(work: Union[str, Path], data: Union[str, Path], conf) -> Optional[Tuple[str, str]]:
+def best_verified_pair(work: Union[str, Path], data: Union[str, Path, Dataset], conf) -> Optional[Tuple[str, str]]:
     """(test id, train id) of the correctly labelled pair with the most inliers, if any."""
-    from .dataset import load_dataset
     from .predict import load_candidates
 
-    dataset = load_dataset(data)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
     sol = dataset.solution.landmarks if dataset.solution else {}
     best, best_inl = None, 0
     for q, c in load_candidates(work, dataset.labels(), conf.verify.num_to_rerank).items():
@@ -212,17 +211,16 @@ def best_verified_pair(work: Union[str, Path], data: Union[str, Path], conf) -> 
     return best
 
 
-def save_match_figure(work: Union[str, Path], data: Union[str, Path], conf, query_id: str, db_id: str,
+def save_match_figure(work: Union[str, Path], data: Union[str, Path, Dataset], conf, query_id: str, db_id: str,
                       out: Union[str, Path]) -> Path:
     """Render the verified matches of one (test, train) pair from stored features."""
-    from .dataset import load_dataset
     from .extract import feature_dir
     from .images import read_image
     from .store import FeatureStore
     from .verify import verify_pair
     from .viz import plot_matches, save_figure
 
-    dataset = load_dataset(data)
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
     with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, "train")) as tr:
         fq, ft = te.local(query_id), tr.local(db_id)
     res = verify_pair(fq, ft, conf.verify)
@@ -246,11 +244,11 @@ def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "wor
     from .pipeline import run
 
     conf = get_config(preset, overrides)
-    build_demo_dataset(data)
-    result = run(conf, data, work, out)
-    pair = best_verified_pair(work, data, conf)
+    dataset = load_dataset(build_demo_dataset(data))
+    result = run(conf, dataset, work, out)
+    pair = best_verified_pair(work, dataset, conf)
     if pair is not None:
-        result.figure = save_match_figure(work, data, conf, pair[0], pair[1],
+        result.figure = save_match_figure(work, dataset, conf, pair[0], pair[1],
                                           Path(out).parent / "demo_match.png")
         logger.info("Saved the verified matches of test %s and train %s to %s", pair[0], pair[1], result.figure)
     return result
