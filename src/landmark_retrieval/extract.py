@@ -115,8 +115,18 @@ def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSt
     codebook = read_array(cb_path, "codebook")
     if codebook is None:
         train = stores["train"]
-        chunks = [d for _, d in tqdm(train.iter_local_descriptors(), total=len(train.local_ids),
-                                     desc="read train descriptors", unit="img") if len(d)]
+        # Sample while reading: the fit keeps at most `max_training` descriptors, so reading every
+        # train descriptor first would need ~0.5 MB per image (tens of GB at GLR scale).
+        cap = getattr(agg, "max_training", None)
+        quota = -(-2 * cap // max(1, len(train.local_ids))) if cap else None
+        rng = np.random.default_rng(getattr(agg, "seed", 0))
+        chunks = []
+        for _, d in tqdm(train.iter_local_descriptors(), total=len(train.local_ids),
+                         desc="read train descriptors", unit="img"):
+            if quota is not None and len(d) > quota:
+                d = d[np.sort(rng.choice(len(d), quota, replace=False))]
+            if len(d):
+                chunks.append(d)
         if not chunks:
             raise ValueError("No train image gave local descriptors: cannot fit the codebook")
         descriptors = np.concatenate(chunks)
