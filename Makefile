@@ -1,27 +1,59 @@
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-STAMP := $(VENV)/.installed
+PIP := $(BIN)/python -m pip
+# What `make lint` checks (ruff's settings are in pyproject.toml).
+LINT_PATHS ?= src tests benchmarks notebooks
+# Extra arguments for `make notebook`, e.g. JUPYTER_ARGS="--no-browser --port 8889".
+JUPYTER_ARGS ?=
+# Jupyter refuses to start as root unless told (containers, CI machines)
+JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 
-.PHONY: demo test install benchmark clean
+# One stamp per install level, so that a level adds its extras to the venv the previous one
+# made instead of reinstalling it: `make demo` then `make test` only adds the dev stack.
+#   core      the package and the classical backend (what the demo needs)
+#   notebooks + JupyterLab, ipywidgets, a kernel                    (pip extra [notebooks])
+#   dev       + TensorFlow, faiss, pytest, ruff: the whole test suite (pip extra [dev])
+CORE := $(VENV)/.installed-core
+NOTEBOOKS := $(VENV)/.installed-notebooks
+DEV := $(VENV)/.installed-dev
 
-# Create the virtual environment and install the package with every test dependency.
-$(STAMP): pyproject.toml requirements.txt
-	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --upgrade pip >/dev/null
-	$(BIN)/python -m pip install -r requirements.txt
-	$(BIN)/python -m pip install --no-deps -e .
-	touch $(STAMP)
+.PHONY: demo test lint notebook install install-notebooks install-dev benchmark clean
 
-install: $(STAMP)
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(PIP) install --upgrade pip >/dev/null
 
-demo: $(STAMP)
+$(CORE): pyproject.toml | $(BIN)/python
+	$(PIP) install -e .
+	touch $@
+
+$(NOTEBOOKS): pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[notebooks]"
+	touch $@ $(CORE)
+
+$(DEV): pyproject.toml | $(BIN)/python
+	$(PIP) install -e ".[dev]"
+	touch $@ $(NOTEBOOKS) $(CORE)
+
+install: $(CORE)
+install-notebooks: $(NOTEBOOKS)
+install-dev: $(DEV)
+
+demo: $(CORE)
 	$(BIN)/landmark-retrieval demo
 
-test: $(STAMP)
+lint: $(DEV)
+	$(BIN)/ruff check $(LINT_PATHS)
+
+test: $(DEV)
+	$(MAKE) --no-print-directory lint
 	$(BIN)/python -m pytest
 
-benchmark: $(STAMP)
+notebook: $(NOTEBOOKS)
+	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(JUPYTER_ROOT) $(JUPYTER_ARGS)
+
+benchmark: $(DEV)
 	$(BIN)/python benchmarks/run_benchmarks.py
 
 clean:
@@ -34,5 +66,6 @@ clean:
 WHEELHOUSE ?= wheelhouse/kaggle
 KAGGLE_WHEEL_ARGS ?=
 .PHONY: kaggle-wheels
-kaggle-wheels: $(STAMP)
+kaggle-wheels: $(CORE)
+	$(PIP) install "setuptools>=77" wheel  # the project's wheel is built offline, without build isolation
 	$(BIN)/landmark-retrieval wheelhouse $(WHEELHOUSE) $(KAGGLE_WHEEL_ARGS)

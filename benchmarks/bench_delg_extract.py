@@ -92,12 +92,11 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     args = parser.parse_args(argv)
 
+    import pandas as pd
     import tensorflow as tf
 
     from landmark_retrieval.backends import make_backend
     from landmark_retrieval.config import ExtractConfig
-    import pandas as pd
-
     from landmark_retrieval.dataset import Dataset
     from landmark_retrieval.extract import extract_split
     from landmark_retrieval.images import iter_images

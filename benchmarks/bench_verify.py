@@ -54,7 +54,8 @@ def main() -> None:
     print(f"  matching : {1000 * t_match / n:6.2f} ms/pair")
     print(f"  DEGENSAC : {1000 * t_ransac / n:6.2f} ms/pair")
     print(f"  total    : {1000 * (t_match + t_ransac) / n:6.2f} ms/pair (one process)")
-    print(f"  inliers  : positives median {np.median(inliers[0::2]):.0f}, negatives median {np.median(inliers[1::2]):.0f}")
+    print(f"  inliers  : positives median {np.median(inliers[0::2]):.0f}, "
+          f"negatives median {np.median(inliers[1::2]):.0f}")
 
 
 if __name__ == "__main__":

@@ -4,7 +4,11 @@ import pytest
 
 from landmark_retrieval.dataset import Solution
 from landmark_retrieval.evaluate import (
-    evaluate, global_average_precision, mean_average_precision, relevant_train_images, top1_accuracy,
+    evaluate,
+    global_average_precision,
+    mean_average_precision,
+    relevant_train_images,
+    top1_accuracy,
 )
 
 

@@ -11,6 +11,7 @@ import base64
 import io
 import re
 from pathlib import Path
+from typing import Optional
 
 import nbformat
 import numpy as np
@@ -66,9 +67,27 @@ def _pictures(nb: nbformat.NotebookNode) -> list:
     return out
 
 
-def _stdout(nb: nbformat.NotebookNode) -> str:
+def _stream(nb: nbformat.NotebookNode, name: str) -> str:
     return "".join(o.get("text", "") for c in nb.cells for o in c.get("outputs", [])
-                   if o.output_type == "stream" and o.name == "stdout")
+                   if o.output_type == "stream" and o.name == name)
+
+
+def _stdout(nb: nbformat.NotebookNode) -> str:
+    return _stream(nb, "stdout")
+
+
+def _assert_quiet(nb: nbformat.NotebookNode, dataset_loads: Optional[int] = 1, widgets: bool = True) -> None:
+    """No avoidable noise: widget progress bars (ipywidgets installed), no TensorFlow C++ info
+    banners (TF_CPP_MIN_LOG_LEVEL set before TensorFlow is imported), the dataset read once."""
+    stderr = _stream(nb, "stderr")
+    assert "IProgress not found" not in stderr, "ipywidgets is missing: pip install -e '.[notebooks]'"
+    if widgets:
+        assert any("application/vnd.jupyter.widget-view+json" in o.get("data", {})
+                   for c in nb.cells for o in c.get("outputs", [])), "tqdm.auto showed no widget progress bar"
+    assert "cpu_feature_guard" not in stderr, stderr
+    if dataset_loads is not None:
+        loads = re.findall(r"Dataset .+: \d+ train images", stderr)
+        assert len(loads) == dataset_loads, f"the dataset was read {len(loads)} times:\n" + "\n".join(loads)
 
 
 def _assert_pictures(nb, expected: int) -> None:
@@ -138,6 +157,7 @@ def test_01_quickstart(demo_data, tmp_path, tmp_path_factory, monkeypatch):
     assert re.search(r"verified_gap: (0\.9\d|1\.0)", out), out
     assert len(read_submission(tmp_path / "submission.csv")) == 40
     _assert_pictures(nb, 2)
+    _assert_quiet(nb)
 
 
 @pytest.mark.parametrize("backend", ["sift", "delg"])
@@ -156,6 +176,7 @@ def test_02_submission(backend, demo_data, tmp_path, tmp_path_factory, monkeypat
         assert f'"model_path": "{model}"' in out and '"delg_score_threshold": 150.0' in out
     assert "verified_gap" in out
     _assert_pictures(nb, 2)
+    _assert_quiet(nb, dataset_loads=None)
 
 
 @pytest.mark.parametrize("backend", ["sift", "delg"])
@@ -169,4 +190,5 @@ def test_03_visualise(backend, demo_data, tmp_path, tmp_path_factory, monkeypatc
             if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
     assert html and "global_score" in html[0] and "inliers" in html[0]
     _assert_pictures(nb, 4)  # neighbours, matches, keypoints of the test and of the train image
+    _assert_quiet(nb, widgets=False)  # the run of notebook 02 may have left nothing to do
     assert read_meta(feature_dir(work, "test"))["name"] == backend

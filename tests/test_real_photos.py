@@ -21,7 +21,8 @@ def _project(H, p):
 
 @pytest.fixture(scope="module")
 def sift():
-    return make_backend(get_config("kaggle-baseline", ["extract.backend=sift", "extract.sift_max_keypoints=2000"]).extract)
+    conf = get_config("kaggle-baseline", ["extract.backend=sift", "extract.sift_max_keypoints=2000"])
+    return make_backend(conf.extract)
 
 
 @pytest.mark.parametrize("seq, n", PAIRS)
