@@ -68,7 +68,8 @@ def test_changed_settings_are_detected(small_dataset, tmp_path):
     extract(get_config("demo"), small_dataset, work, splits=("train",))
     with pytest.raises(RuntimeError, match="other settings"):
         extract(get_config("demo", ["extract.sift_max_keypoints=50"]), small_dataset, work, splits=("train",))
-    extract(get_config("demo", ["extract.sift_max_keypoints=50"]), small_dataset, work, splits=("train",), overwrite=True)
+    extract(get_config("demo", ["extract.sift_max_keypoints=50"]), small_dataset, work, splits=("train",),
+            overwrite=True)
 
 
 def test_codebook_fit_reads_a_bounded_sample(small_dataset, tmp_path, monkeypatch):

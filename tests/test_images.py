@@ -140,7 +140,7 @@ def test_unreadable_files_raise_and_iter_images_reports_them(tmp_path):
     items = [("ok", tmp_path / "ok.png"), ("bad", tmp_path / "bad.jpg"), ("missing", tmp_path / "x.jpg")]
     results = list(iter_images(items, num_workers=2, prefetch=1))
     assert [r[0] for r in results] == ["ok", "bad", "missing"]
-    check_rgb(results[0][1])
+    check_rgb(results[0][1].array)
     assert results[1][1] is None and "Could not decode" in results[1][2]
     assert results[2][1] is None and "FileNotFoundError" in results[2][2]
 

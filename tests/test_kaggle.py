@@ -96,11 +96,16 @@ def test_local_missing_paths(tmp_path, monkeypatch):
     with pytest.raises(FileNotFoundError, match="make-test-model"):
         kaggle.resolve_paths(tmp_path / "data", model=tmp_path / "no-model", kaggle_input=tmp_path)
     with pytest.raises(ValueError, match="DATA"):
-        kaggle.resolve_paths(None, kaggle_input=tmp_path)
+        kaggle.resolve_paths(None, build_demo=False, kaggle_input=tmp_path)
     built = []
     monkeypatch.setattr("landmark_retrieval.demo.build_demo_dataset", lambda root: built.append(Path(root)))
-    kaggle.resolve_paths(tmp_path / "demo", kaggle_input=tmp_path)
-    assert built == [tmp_path / "demo"]
+    # a given DATA that does not exist is an error, never the demo (see test_bad_inputs.py)
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        kaggle.resolve_paths(tmp_path / "demo", kaggle_input=tmp_path)
+    assert built == []
+    # no DATA at all: the demo, built at demo_dir
+    paths = kaggle.resolve_paths(None, kaggle_input=tmp_path, demo_dir=tmp_path / "demo")
+    assert built == [tmp_path / "demo"] and paths.data == tmp_path / "demo"
 
 
 # ---------------------------------------------------------------------------------------------

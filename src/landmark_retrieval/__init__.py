@@ -15,9 +15,11 @@ import logging
 
 __version__ = "0.1.0"
 
+from .progress import TqdmHandler  # noqa: E402
+
 logger = logging.getLogger("landmark_retrieval")
 if not logger.handlers:
-    _handler = logging.StreamHandler()
+    _handler = TqdmHandler()
     _handler.setFormatter(
         logging.Formatter("[%(asctime)s %(name)s %(levelname)s] %(message)s", "%H:%M:%S")
     )

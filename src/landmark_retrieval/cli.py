@@ -10,12 +10,15 @@ from __future__ import annotations
 import argparse
 import json
 import logging
+import signal
 import sys
+import threading
 from pathlib import Path
 from typing import List, Optional
 
 from . import __version__
 from .config import PRESETS, get_config
+from .store import StoreWriteError
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -136,18 +139,38 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C: finished work is kept."""
+
+
+def _raise_terminated(signum, frame) -> None:
+    raise Terminated()
+
+
 def main(argv: Optional[List[str]] = None) -> int:
     args = build_parser().parse_args(argv)
     if args.quiet:
         logger.setLevel(logging.WARNING)
+    previous = None
+    if threading.current_thread() is threading.main_thread():
+        previous = signal.signal(signal.SIGTERM, _raise_terminated)
     try:
         return _dispatch(args)
-    except (FileNotFoundError, ValueError, KeyError, RuntimeError) as exc:
+    except StoreWriteError as exc:
         logger.error("%s", exc)
+        return 1
+    except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
+        logger.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return 2
+    except Terminated:
+        logger.error("Terminated: finished work is kept; run the same command again to resume")
+        return 128 + signal.SIGTERM
     except KeyboardInterrupt:
         logger.error("Interrupted: finished work is kept; run the same command again to resume")
         return 130
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -227,7 +250,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"submission: {result.submission}")
         if result.metrics:
             _print_metrics(result.metrics, args.json)
-        return 0
+        return 1 if result.score_error else 0
     if cmd == "extract":
         from .extract import extract, extract_candidates
 

@@ -41,6 +41,10 @@ class ExtractConfig:
     backend: str = "sift"  # "sift" (RootSIFT + VLAD, no weights) or "delg" (SavedModel)
     model_path: Optional[str] = None  # DELG SavedModel directory (backend "delg")
     max_image_size: Optional[int] = None  # resize so that max(H, W) <= this before extraction
+    # Images with more pixels are decoded at reduced size (JPEG DCT scaling, then bilinear) to at
+    # most this many pixels: bounds memory (RootSIFT needs ~230 MB per megapixel; 8 MP keeps a
+    # classical run under ~2.5 GB). Keypoints stay in original pixels. None = no limit.
+    max_pixels: Optional[int] = 8_000_000
     num_workers: int = 2  # image-decoding threads that run ahead of the extractor
     shard_size: int = 500  # images per HDF5 shard; an interruption loses at most one shard
     half_precision: bool = False  # store local descriptors as float16 (halves disk use)

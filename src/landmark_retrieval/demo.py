@@ -6,7 +6,8 @@ Every "landmark" is one photograph; its train and test images are different synt
 of it (random homography, rotation, scale, crop, lighting, noise, JPEG quality). The real
 right-hand view of the Middlebury motorcycle stereo pair is an extra test image of the
 motorcycle landmark. Other photographs give non-landmark test images (no ground truth), which
-a good pipeline ranks low, and train-only landmarks that no test image shows. Everything is seeded: the dataset is identical on every machine.
+a good pipeline ranks low, and train-only landmarks that no test image shows. Everything is
+seeded: the dataset is identical on every machine.
 """
 from __future__ import annotations
 
@@ -62,7 +63,8 @@ def load_photo(name: str, max_side: int = 640) -> np.ndarray:
     """One of the shipped photographs as RGB uint8, shrunk to ``max_side``."""
     files = _photo_files()
     if name not in files or not files[name].is_file():
-        raise FileNotFoundError(f"Demo photograph {name!r} not found (looked in {sorted(set(p.parent for p in files.values()))})")
+        folders = sorted({p.parent for p in files.values()})
+        raise FileNotFoundError(f"Demo photograph {name!r} not found (looked in {folders})")
     with Image.open(files[name]) as im:
         im = im.convert("RGB")
         s = min(1.0, max_side / max(im.size))
@@ -142,7 +144,8 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
                        force: bool = False) -> Path:
     """Write the demo dataset in GLR layout (train.csv, solution.csv, train/, test/).
 
-    Skips the work when ``root`` already holds the same version and spec.
+    Skips the work when ``root`` already holds the same version and spec; replaces an older demo
+    dataset; never touches a folder that is not a demo dataset (FileExistsError).
     """
     root = Path(root)
     spec = spec or DemoSpec()
@@ -152,6 +155,10 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
         logger.info("Demo dataset already in %s", root)
         return root
     if root.exists():
+        if not marker.is_file() and (not root.is_dir() or any(root.iterdir())):
+            raise FileExistsError(
+                f"{root} exists and is not a demo dataset (no demo.json): refusing to replace it. "
+                "Give the demo an empty or new folder (--data), or run on this dataset with `run --data`.")
         shutil.rmtree(root)
     rng = np.random.default_rng(spec.seed)
     train_rows: List[Tuple[str, int]] = []

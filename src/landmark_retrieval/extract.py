@@ -2,53 +2,78 @@
 
 Output: ``WORK/features/{train,test}/`` feature stores (see :mod:`landmark_retrieval.store`),
 ``WORK/features/train/codebook.h5`` for backends that aggregate local descriptors (VLAD), and
-``WORK/failures.csv`` listing images that could not be processed.
+``WORK/failures.csv`` listing images that could not be processed (and those decoded with errors).
 
-Every image is decoded once (in background threads) and run through the backend once. Images
-already in the store are skipped, so an interrupted run resumes where it stopped.
+Every image is decoded once (in background threads, at most ``extract.max_pixels`` pixels) and
+run through the backend once. Images already in the store are skipped, so an interrupted run
+resumes where it stopped. Results depend only on the set of images and the settings, never on
+interruptions, shard size or read order: the codebook's training sample is drawn per image from
+``(seed, image id)`` and assembled in id order.
 """
 from __future__ import annotations
 
 import csv
+import hashlib
+import io
 import logging
-import pprint
 import shutil
 from pathlib import Path
 from typing import Dict, Optional, Sequence, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .backends import Backend, make_backend
+from .backends.base import Features
 from .config import Config
 from .dataset import Dataset, load_dataset
-from .images import iter_images
-from .store import FeatureStore, ShardWriter, read_array, read_meta, write_array, write_meta
+from .images import DecodedImage, iter_images, scale_keypoints_back
+from .layout import SPLITS, codebook_path, failures_path, feature_dir, missing_path, retrieval_path
+from .progress import progress
+from .store import FeatureStore, ShardWriter, read_array, read_meta, write_array, write_meta, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
-SPLITS = ("train", "test")
+__all__ = ["extract", "extract_candidates", "extract_split", "feature_dir", "codebook_path", "SPLITS"]
 
 
-def feature_dir(work: Union[str, Path], split: str) -> Path:
-    return Path(work) / "features" / split
+def stable_seed(seed: int, image_id: str) -> list:
+    """Random-generator seed for one image: depends on the seed and the id only."""
+    digest = hashlib.sha256(image_id.encode("utf-8", "surrogatepass")).digest()
+    return [int(seed), int.from_bytes(digest[:8], "little")]
 
 
-def codebook_path(work: Union[str, Path]) -> Path:
-    """The VLAD codebook lives with the train features (re-extracting them drops it)."""
-    return feature_dir(work, "train") / "codebook.h5"
+def usable_global(descriptor: Optional[np.ndarray]) -> bool:
+    """A global descriptor that can be searched: finite with a non-zero norm."""
+    if descriptor is None:
+        return False
+    d = np.asarray(descriptor, np.float32)
+    return bool(d.size) and bool(np.all(np.isfinite(d))) and float(np.abs(d).max()) > 0.0
+
+
+NO_GLOBAL = "no usable global descriptor (blank or featureless image)"
+
+
+def _to_original(feats: Features, decoded: DecodedImage) -> Features:
+    """Express features found on a reduced decode in the original image's pixels."""
+    factors = decoded.factors
+    if factors != (1.0, 1.0):
+        feats.keypoints = scale_keypoints_back(feats.keypoints, factors)
+        feats.scales = (feats.scales / np.float32(factors[0])).astype(np.float32)
+    feats.image_size = decoded.original_size
+    return feats
 
 
 def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
     old = read_meta(directory)
     if old is not None and old != meta:
+        changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
+        diff = ", ".join(f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in changed)
         if overwrite:
-            logger.info("Settings changed: deleting the features in %s", directory)
+            logger.info("Settings changed (%s): deleting the features in %s", diff, directory)
             shutil.rmtree(directory)
         else:
             raise RuntimeError(
-                f"The features in {directory} were extracted with other settings:\n"
-                f"  stored:  {old}\n  current: {meta}\n"
+                f"The features in {directory} were extracted with other settings ({diff}). "
                 "Use another --work directory, or pass overwrite=True (CLI --overwrite) to re-extract."
             )
     write_meta(directory, meta)
@@ -57,12 +82,18 @@ def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
 def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Path,
                   num_workers: int = 2, shard_size: int = 500, half_precision: bool = False,
                   ids: Optional[Sequence[str]] = None, local: bool = True,
-                  global_: bool = True) -> FeatureStore:
+                  global_: bool = True, max_pixels: Optional[int] = None) -> FeatureStore:
     """Extract features of the images of one split that are not in ``directory`` yet.
 
     Args:
         local / global_: which features to compute and store (global descriptors that a
             backend builds later from local ones, as VLAD, are not expected here).
+        max_pixels: larger images are decoded at reduced size (keypoints are still stored in
+            original-image pixels).
+
+    An image that cannot be decoded, makes the backend fail or gives no usable global
+    descriptor is recorded as a failure (listed in failures.csv, never retried); one decoded
+    with errors (truncated) is used and recorded as a note.
     """
     ids = dataset.ids(split) if ids is None else list(ids)
     if split == "train":
@@ -74,23 +105,25 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                            len(missing), len(ids), dataset.root / "train", dataset.path("train", missing[0]))
             write_missing(directory.parent.parent, split, missing)
             ids = [i for i in ids if i in on_disk]
-    done = FeatureStore(directory).done_ids(local=local, global_=global_ and backend.aggregator is None)
+    done = FeatureStore(directory, repair=True).done_ids(local=local,
+                                                          global_=global_ and backend.aggregator is None)
     todo = [i for i in ids if i not in done]
     logger.info("%s: %d images, %d already extracted, %d to do", split, len(ids), len(ids) - len(todo), len(todo))
     failures = 0
     if todo:
         items = ((i, dataset.path(split, i)) for i in todo)
         with ShardWriter(directory, shard_size=shard_size, half_precision=half_precision) as writer:
-            for image_id, image, error in tqdm(
-                iter_images(items, num_workers=num_workers), total=len(todo), desc=f"extract {split}", unit="img"
+            for image_id, decoded, error in progress(
+                iter_images(items, num_workers=num_workers, max_pixels=max_pixels), total=len(todo),
+                desc=f"extract {split}", unit="img"
             ):
-                if image is None:
+                if decoded is None:
                     logger.warning("Skipping %s image %s: %s", split, image_id, error)
                     writer.add_failure(image_id, error or "unreadable")
                     failures += 1
                     continue
                 try:
-                    feats = backend.extract(image, local=local, global_=global_)
+                    feats = _to_original(backend.extract(decoded.array, local=local, global_=global_), decoded)
                 except Exception as exc:  # a bad image never stops a run
                     msg = f"{type(exc).__name__}: {exc}"
                     logger.warning("Feature extraction failed for %s image %s (%s): %s",
@@ -100,10 +133,41 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                     continue
                 if not global_:
                     feats.global_descriptor = None
+                elif backend.aggregator is None and not usable_global(feats.global_descriptor):
+                    logger.warning("%s image %s (%s): %s", split, image_id, dataset.path(split, image_id), NO_GLOBAL)
+                    writer.add_failure(image_id, NO_GLOBAL)
+                    failures += 1
+                    continue
+                if decoded.warning:
+                    logger.warning("%s image %s (%s) %s: using what could be read", split, image_id,
+                                   dataset.path(split, image_id), decoded.warning)
+                    writer.add_note(image_id, decoded.warning)
                 writer.add(image_id, feats, write_local=local)
     if failures:
         logger.warning("%s: %d image(s) failed; see failures.csv in the work directory", split, failures)
     return FeatureStore(directory)
+
+
+def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int) -> np.ndarray:
+    """Train descriptors to fit a codebook on, (M, D) float32, read in bounded memory.
+
+    Each image contributes at most ``ceil(2 * max_training / images)`` descriptors drawn with a
+    generator seeded by ``(seed, image id)``; images are visited in sorted id order. The sample
+    depends only on the set of train images and the seed (not on shards or interruptions).
+    """
+    ids = sorted(store.local_ids)
+    quota = -(-2 * max_training // max(1, len(ids))) if max_training else None
+    chunks = []
+    for image_id, d in progress(store.iter_local_descriptors(ids), total=len(ids),
+                                desc="read train descriptors", unit="img"):
+        if quota is not None and len(d) > quota:
+            rng = np.random.default_rng(stable_seed(seed, image_id))
+            d = d[np.sort(rng.choice(len(d), quota, replace=False))]
+        if len(d):
+            chunks.append(d)
+    if not chunks:
+        return np.zeros((0, 0), np.float32)
+    return np.concatenate(chunks)
 
 
 def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureStore],
@@ -115,57 +179,56 @@ def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSt
     codebook = read_array(cb_path, "codebook")
     if codebook is None:
         train = stores["train"]
-        # Sample while reading: the fit keeps at most `max_training` descriptors, so reading every
-        # train descriptor first would need ~0.5 MB per image (tens of GB at GLR scale).
-        cap = getattr(agg, "max_training", None)
-        quota = -(-2 * cap // max(1, len(train.local_ids))) if cap else None
-        rng = np.random.default_rng(getattr(agg, "seed", 0))
-        chunks = []
-        for _, d in tqdm(train.iter_local_descriptors(), total=len(train.local_ids),
-                         desc="read train descriptors", unit="img"):
-            if quota is not None and len(d) > quota:
-                d = d[np.sort(rng.choice(len(d), quota, replace=False))]
-            if len(d):
-                chunks.append(d)
-        if not chunks:
-            raise ValueError("No train image gave local descriptors: cannot fit the codebook")
-        descriptors = np.concatenate(chunks)
+        if not train.local_ids:
+            raise ValueError(f"No train image has local features in {train.directory} (all {len(train.failures)} "
+                             "failed?): see failures.csv; cannot fit the codebook")
+        descriptors = codebook_sample(train, getattr(agg, "max_training", None), getattr(agg, "seed", 0))
+        if not len(descriptors):
+            raise ValueError("No train image gave local descriptors (blank images?): cannot fit the codebook")
         logger.info("Fitting a %d-word codebook on %d train descriptors", agg.num_words, len(descriptors))
         codebook = agg.fit(descriptors)
         write_array(cb_path, "codebook", codebook)
     for split, store in stores.items():
-        have = set(store.global_ids)
-        missing = [i for i in store.local_ids if i not in have]
+        have = set(store.global_ids) | set(store.failures)
+        missing = sorted(i for i in store.local_ids if i not in have)
         if not missing:
             continue
         with ShardWriter(store.directory, shard_size=max(shard_size, 1000), prefix="vlad") as writer:
-            for image_id, desc in tqdm(store.iter_local_descriptors(missing), total=len(missing),
-                                       desc=f"VLAD {split}", unit="img"):
-                writer.add_global(image_id, agg.encode(desc, codebook))
+            for image_id, desc in progress(store.iter_local_descriptors(missing), total=len(missing),
+                                           desc=f"{backend.name} global {split}", unit="img"):
+                vector = agg.encode(desc, codebook)
+                if usable_global(vector):
+                    writer.add_global(image_id, vector)
+                else:
+                    logger.warning("%s image %s: %s", split, image_id, NO_GLOBAL)
+                    writer.add_failure(image_id, NO_GLOBAL)
         store.close()
         stores[split] = FeatureStore(store.directory)
 
 
+def _csv_text(header: Sequence[str], rows) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(header)
+    w.writerows(rows)
+    return buf.getvalue()
+
+
 def write_missing(work: Union[str, Path], split: str, ids: Sequence[str]) -> Path:
     """Write ``WORK/missing.csv`` (split,id): listed images that have no file."""
-    path = Path(work) / "missing.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["split", "id"])
-        w.writerows((split, i) for i in ids)
-    return path
+    return write_text_atomic(missing_path(work), _csv_text(["split", "id"], ((split, i) for i in ids)))
 
 
 def write_failures(work: Union[str, Path], stores: Dict[str, FeatureStore], dataset: Dataset) -> Path:
-    """Write ``WORK/failures.csv`` (split,id,path,error) for every image without features."""
-    path = Path(work) / "failures.csv"
-    with open(path, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["split", "id", "path", "error"])
-        for split, store in stores.items():
-            for image_id, error in sorted(store.failures.items()):
-                w.writerow([split, image_id, dataset.path(split, image_id), error])
-    return path
+    """Write ``WORK/failures.csv`` (split,id,path,error): images without features, and images
+    used although they decoded with errors."""
+    rows = []
+    for split, store in stores.items():
+        problems = dict(store.notes)
+        problems.update(store.failures)
+        for image_id, error in sorted(problems.items()):
+            rows.append([split, image_id, dataset.path(split, image_id), error])
+    return write_text_atomic(failures_path(work), _csv_text(["split", "id", "path", "error"], rows))
 
 
 def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
@@ -187,8 +250,8 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     backend = backend or make_backend(conf.extract)
-    meta = backend.describe()
-    logger.info("Extracting features with:\n%s", pprint.pformat(meta))
+    meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
+    logger.info("Extracting features with the %s backend", backend.name)
     stores: Dict[str, FeatureStore] = {}
     train_global_only = train_local_deferred(conf, backend)
     for split in splits:
@@ -197,7 +260,7 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
         stores[split] = extract_split(
             backend, dataset, split, directory, num_workers=conf.extract.num_workers,
             shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
-            local=not (split == "train" and train_global_only),
+            local=not (split == "train" and train_global_only), max_pixels=conf.extract.max_pixels,
         )
     if backend.aggregator is not None:
         if "train" not in stores:
@@ -231,7 +294,7 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
     Returns:
         The train feature store directory.
     """
-    from .retrieve import load_retrieval, retrieval_path
+    from .retrieve import load_retrieval
 
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
@@ -243,10 +306,10 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
                 len(candidates), len(retrieval.query_ids))
     backend = backend or make_backend(conf.extract)
     directory = feature_dir(work, "train")
-    _check_meta(directory, backend.describe(), overwrite=False)
+    _check_meta(directory, {**backend.describe(), "max_pixels": conf.extract.max_pixels}, overwrite=False)
     store = extract_split(backend, dataset, "train", directory, num_workers=conf.extract.num_workers,
                           shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
-                          ids=candidates, local=True, global_=False)
+                          ids=candidates, local=True, global_=False, max_pixels=conf.extract.max_pixels)
     write_failures(work, {"train": store, "test": FeatureStore(feature_dir(work, "test"))}, dataset)
     store.close()
     return directory

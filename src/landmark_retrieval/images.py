@@ -1,12 +1,24 @@
 """Image decoding: any file PIL reads becomes an RGB uint8 array, orientation applied.
 
-Also a prefetching iterator so that feature extractors never wait on JPEG decoding.
+Memory stays bounded whatever the file: an image of more than ``max_pixels`` pixels is decoded
+at reduced size (JPEG DCT scaling through PIL ``draft``, then a bilinear resize), so a
+12000 x 12000 photo never exists at full size in memory. Files that declare more pixels than
+PIL's decompression-bomb limit (``2 * PIL.Image.MAX_IMAGE_PIXELS``, 179 MP) are refused.
+
+A truncated file is decoded as far as its data goes and reported ("decoded with errors").
+
+Also a prefetching iterator so that feature extractors never wait on decoding.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
 import logging
+import math
+import threading
+import warnings
 from collections import deque
+from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Iterable, Iterator, Optional, Tuple, Union
 
@@ -15,8 +27,77 @@ from PIL import Image, ImageFile, ImageOps
 
 logger = logging.getLogger("landmark_retrieval")
 
-# Decode what is there of a truncated JPEG instead of raising.
-ImageFile.LOAD_TRUNCATED_IMAGES = True
+#: EXIF orientations that swap width and height
+_TRANSPOSING = (5, 6, 7, 8)
+
+
+class ImageTooLargeError(IOError):
+    """An image declares more pixels than can be decoded safely (a decompression bomb?)."""
+
+
+@dataclass
+class DecodedImage:
+    """An image as decoded for feature extraction.
+
+    ``array`` is RGB uint8 (h, w, 3), possibly smaller than the file (``max_pixels``);
+    ``original_size`` is the file's (width, height) after EXIF orientation; ``warning`` says
+    when the file decoded with errors (e.g. truncated data).
+    """
+
+    array: np.ndarray
+    original_size: Tuple[int, int]
+    warning: Optional[str] = None
+
+    @property
+    def factors(self) -> Tuple[float, float]:
+        """(sx, sy): decoded size / original size (1.0 when decoded at full size)."""
+        h, w = self.array.shape[:2]
+        return w / self.original_size[0], h / self.original_size[1]
+
+
+class _TruncationGate:
+    """Readers-writer lock around PIL's process-wide ``LOAD_TRUNCATED_IMAGES`` switch.
+
+    Normal decodes run concurrently with the switch off (so a truncated file raises and is
+    noticed); a truncated file is then decoded again alone, with the switch on.
+    """
+
+    def __init__(self) -> None:
+        self._cond = threading.Condition()
+        self._readers = 0
+        self._writer = False
+
+    @contextmanager
+    def strict(self):
+        with self._cond:
+            while self._writer:
+                self._cond.wait()
+            self._readers += 1
+        try:
+            yield
+        finally:
+            with self._cond:
+                self._readers -= 1
+                self._cond.notify_all()
+
+    @contextmanager
+    def lenient(self):
+        with self._cond:
+            while self._writer or self._readers:
+                self._cond.wait()
+            self._writer = True
+        previous = ImageFile.LOAD_TRUNCATED_IMAGES
+        ImageFile.LOAD_TRUNCATED_IMAGES = True
+        try:
+            yield
+        finally:
+            ImageFile.LOAD_TRUNCATED_IMAGES = previous
+            with self._cond:
+                self._writer = False
+                self._cond.notify_all()
+
+
+_GATE = _TruncationGate()
 
 
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
@@ -25,7 +106,10 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha dropped), CMYK,
     16-bit and float images are converted.
     """
-    img = ImageOps.exif_transpose(img)
+    return _to_rgb(ImageOps.exif_transpose(img))
+
+
+def _to_rgb(img: Image.Image) -> np.ndarray:
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
@@ -46,22 +130,91 @@ def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     return np.ascontiguousarray(arr)
 
 
-def read_image(path: Union[str, Path]) -> np.ndarray:
-    """Read an image file as RGB uint8 (H, W, 3).
+def _target_size(width: int, height: int, max_pixels: Optional[int]) -> Optional[Tuple[int, int]]:
+    """Largest (w, h) with the same aspect and at most ``max_pixels`` pixels, or None if it fits."""
+    if not max_pixels or width * height <= max_pixels:
+        return None
+    s = math.sqrt(max_pixels / float(width * height))
+    return max(1, int(width * s)), max(1, int(height * s))
+
+
+#: EXIF orientation -> the transposition that shows the image upright
+_ORIENT = {
+    2: (Image.Transpose.FLIP_LEFT_RIGHT,), 3: (Image.Transpose.ROTATE_180,),
+    4: (Image.Transpose.FLIP_TOP_BOTTOM,), 5: (Image.Transpose.TRANSPOSE,),
+    6: (Image.Transpose.ROTATE_270,), 7: (Image.Transpose.TRANSVERSE,), 8: (Image.Transpose.ROTATE_90,),
+}
+
+
+def _decode(path: Path, max_pixels: Optional[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
+    with warnings.catch_warnings():
+        # sizes between PIL's warning and error limits are handled here (reduced decoding)
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        img = Image.open(path)
+    with img:
+        width, height = img.size
+        try:
+            orientation = int(img.getexif().get(0x0112, 1))
+        except Exception:  # a damaged EXIF block is not worth losing the image
+            orientation = 1
+        original = (height, width) if orientation in _TRANSPOSING else (width, height)
+        target = _target_size(width, height, max_pixels)
+        if target is None:
+            img.load()
+            return to_rgb_uint8(img), original
+        if img.format == "JPEG":
+            img.draft("RGB", target)  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below target
+        img.load()
+        if img.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, CMYK, 16-bit, ...: convert first
+            img = Image.fromarray(_to_rgb(img))
+        small = img.resize(target, Image.BILINEAR)
+        for op in _ORIENT.get(orientation, ()):
+            small = small.transpose(op)
+        return _to_rgb(small), original
+
+
+def decode_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> DecodedImage:
+    """Decode an image file for feature extraction, in bounded memory.
+
+    Args:
+        path: image file (any format PIL reads).
+        max_pixels: decode images with more pixels than this at reduced size (same aspect,
+            at most ``max_pixels``); None decodes at full size.
+
+    Returns:
+        A :class:`DecodedImage`; ``warning`` is set when the file decoded with errors.
 
     Raises:
         FileNotFoundError: no file at ``path``.
+        ImageTooLargeError: the file declares more pixels than PIL's decompression-bomb limit.
         IOError: the file is not a decodable image.
     """
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No image at {path}")
     try:
-        with Image.open(path) as img:
-            img.load()
-            return to_rgb_uint8(img)
-    except (OSError, ValueError, SyntaxError) as exc:  # PIL's UnidentifiedImageError is an OSError
+        try:
+            with _GATE.strict():
+                array, original = _decode(path, max_pixels)
+            return DecodedImage(array, original)
+        except OSError as exc:
+            if "truncated" not in str(exc) and "broken data stream" not in str(exc):
+                raise
+            with _GATE.lenient():
+                array, original = _decode(path, max_pixels)
+            return DecodedImage(array, original, f"decoded with errors ({exc})")
+    except Image.DecompressionBombError as exc:
+        raise ImageTooLargeError(
+            f"Refused image {path}: {exc} Such a file is a decompression bomb or needs resizing "
+            "before use") from exc
+    except (OSError, ValueError, SyntaxError) as exc:
+        # PIL's UnidentifiedImageError is an OSError
         raise IOError(f"Could not decode image {path}: {exc}") from exc
+
+
+def read_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> np.ndarray:
+    """Read an image file as RGB uint8 (H, W, 3) (see :func:`decode_image`)."""
+    return decode_image(path, max_pixels).array
 
 
 def resize_max_side(image: np.ndarray, max_size: Optional[int]) -> Tuple[np.ndarray, Tuple[float, float]]:
@@ -92,21 +245,23 @@ def scale_keypoints_back(keypoints: np.ndarray, factors: Tuple[float, float]) ->
 
 
 def iter_images(
-    items: Iterable[Tuple[str, Path]], num_workers: int = 2, prefetch: int = 8
-) -> Iterator[Tuple[str, Optional[np.ndarray], Optional[str]]]:
+    items: Iterable[Tuple[str, Path]], num_workers: int = 2, prefetch: int = 8,
+    max_pixels: Optional[int] = None,
+) -> Iterator[Tuple[str, Optional[DecodedImage], Optional[str]]]:
     """Decode images in background threads, in input order.
 
     Args:
         items: ``(image_id, path)`` pairs.
         num_workers: decoding threads (PIL releases the GIL while decoding).
         prefetch: images decoded ahead of the consumer (bounds memory).
+        max_pixels: see :func:`decode_image`.
 
     Yields:
-        ``(image_id, image, None)`` or ``(image_id, None, error message)`` for a bad file.
+        ``(image_id, decoded, None)`` or ``(image_id, None, error message)`` for a bad file.
     """
     def load(path: Path):
         try:
-            return read_image(path), None
+            return decode_image(path, max_pixels), None
         except Exception as exc:  # a bad image never stops a run
             return None, f"{type(exc).__name__}: {exc}"
 
@@ -117,10 +272,14 @@ def iter_images(
             pending.append((image_id, pool.submit(load, path)))
             if len(pending) >= max(1, prefetch):
                 break
-        while pending:
-            image_id, fut = pending.popleft()
-            nxt = next(iterator, None)
-            if nxt is not None:
-                pending.append((nxt[0], pool.submit(load, nxt[1])))
-            image, error = fut.result()
-            yield image_id, image, error
+        try:
+            while pending:
+                image_id, fut = pending.popleft()
+                nxt = next(iterator, None)
+                if nxt is not None:
+                    pending.append((nxt[0], pool.submit(load, nxt[1])))
+                image, error = fut.result()
+                yield image_id, image, error
+        finally:
+            for _, fut in pending:  # an interrupted consumer: do not decode what nobody reads
+                fut.cancel()

@@ -5,7 +5,7 @@ On Kaggle (detected by the competition data mounted at
 datasets and writes ``/kaggle/working/submission.csv``; anywhere else every path comes from the
 notebook's config cell. The logic lives here so that the notebook stays a list of calls::
 
-    paths = resolve_paths(data="data/demo", work="work/nb02", model="", out="submission/submission.csv")
+    paths = resolve_paths(data="", work="work/nb02", model="", out="submission/submission.csv")  # "" = demo
     conf = choose_config(paths.model)
     result = make_submission(conf, paths, public_run_shortcut=True)
 
@@ -37,6 +37,9 @@ MODEL_SUBDIR = Path("delg-saved-models") / "local_and_global"
 PUBLIC_TRAIN_ROWS = 1_580_470
 #: where features go on Kaggle: local disk, not saved with the notebook's output
 KAGGLE_WORK = Path("/tmp/landmark-retrieval-work")
+#: off Kaggle, where the demo dataset is built when no DATA is given (relative to the working
+#: directory; the notebooks pass ``../data/demo``)
+DEMO_DATA = Path("data/demo")
 
 PathLike = Union[str, Path]
 
@@ -66,10 +69,48 @@ class RunPaths:
                 f"work={self.work} submission={self.submission}")
 
 
+def resolve_data(data: Optional[PathLike], demo_dir: PathLike = DEMO_DATA, build_demo: bool = True) -> Path:
+    """The dataset folder of a run off Kaggle: ``data``, or the embedded demo when none is given.
+
+    A given path is used as it is and must exist: a mistyped ``DATA`` never silently becomes
+    the demo dataset (nor is the demo written over it).
+
+    Args:
+        data: GLR-layout dataset folder; None or "" = the embedded demo dataset.
+        demo_dir: where the demo dataset is built (skipped when already there).
+        build_demo: False = ``data`` is required.
+
+    Raises:
+        FileNotFoundError: ``data`` was given and is not an existing folder.
+        ValueError: no ``data`` and ``build_demo`` is false.
+        FileExistsError: ``demo_dir`` holds something other than the demo dataset.
+    """
+    if data:
+        data_dir = Path(data)
+        if not data_dir.is_dir():
+            what = "is not a folder" if data_dir.exists() else "does not exist"
+            raise FileNotFoundError(
+                f"Dataset folder {data_dir} {what} (absolute: {data_dir.absolute()}): fix DATA in the config "
+                "cell (or LR_DATA), or set it to '' to use the embedded demo dataset")
+        return data_dir
+    if not build_demo:
+        raise ValueError("Not on Kaggle: set DATA in the config cell to a GLR-layout dataset folder")
+    demo = Path(demo_dir)
+    if demo.exists() and not (demo / "demo.json").is_file() and (not demo.is_dir() or any(demo.iterdir())):
+        raise FileExistsError(
+            f"{demo} exists and is not the demo dataset (no demo.json): building the demo there would delete it. "
+            "Set DATA to it to use it as the dataset, or choose another demo folder")
+    from .demo import build_demo_dataset
+
+    logger.info("DATA is not set: using the embedded demo dataset in %s", demo)
+    build_demo_dataset(demo)
+    return demo
+
+
 def resolve_paths(data: Optional[PathLike] = None, work: Optional[PathLike] = None,
                   model: Optional[PathLike] = None, out: Optional[PathLike] = None,
                   build_demo: bool = True, kaggle_input: PathLike = KAGGLE_INPUT,
-                  kaggle_working: PathLike = KAGGLE_WORKING) -> RunPaths:
+                  kaggle_working: PathLike = KAGGLE_WORKING, demo_dir: PathLike = DEMO_DATA) -> RunPaths:
     """Input and output paths: Kaggle's when on Kaggle, else the given ones.
 
     Args:
@@ -77,12 +118,14 @@ def resolve_paths(data: Optional[PathLike] = None, work: Optional[PathLike] = No
             = no model) and submission path used off Kaggle. On Kaggle they are replaced by the
             competition data, ``/tmp/landmark-retrieval-work``, the attached
             ``delg-saved-models/local_and_global`` and ``/kaggle/working/submission.csv``.
-        build_demo: off Kaggle, build the embedded demo dataset at ``data`` when it does not
-            exist yet.
+        build_demo: off Kaggle and without ``data`` (None or ""), build and use the embedded
+            demo dataset at ``demo_dir``; a given ``data`` must exist (see :func:`resolve_data`).
         kaggle_input, kaggle_working: Kaggle's mount points (tests pass a fake layout).
+        demo_dir: where the demo dataset is built when ``data`` is not given.
 
     Raises:
         FileNotFoundError: a dataset or model directory that does not exist (with the fix).
+        ValueError: off Kaggle, no ``data`` and ``build_demo`` false.
     """
     if on_kaggle(kaggle_input):
         model_dir = Path(kaggle_input) / MODEL_SUBDIR
@@ -92,16 +135,7 @@ def resolve_paths(data: Optional[PathLike] = None, work: Optional[PathLike] = No
                 "(Add data -> search 'delg-saved-models')")
         return RunPaths(data=competition_dir(kaggle_input), work=KAGGLE_WORK,
                         submission=Path(kaggle_working) / "submission.csv", model=model_dir, on_kaggle=True)
-    if not data:
-        raise ValueError("Not on Kaggle: set DATA in the config cell to a GLR-layout dataset folder")
-    data_dir = Path(data)
-    if not data_dir.exists():
-        if not build_demo:
-            raise FileNotFoundError(f"Dataset folder {data_dir} does not exist (set DATA in the config cell)")
-        from .demo import build_demo_dataset
-
-        logger.info("No dataset at %s: building the embedded demo dataset there", data_dir)
-        build_demo_dataset(data_dir)
+    data_dir = resolve_data(data, demo_dir, build_demo)
     model_dir = Path(model) if model else None
     if model_dir is not None and not model_dir.is_dir():
         raise FileNotFoundError(
@@ -249,8 +283,8 @@ def environment_report(modules: Sequence[str] = ("tensorflow", "cv2", "numpy", "
 
 
 __all__ = [
-    "KAGGLE_INPUT", "KAGGLE_WORKING", "PUBLIC_TRAIN_ROWS", "on_kaggle", "competition_dir",
-    "RunPaths", "resolve_paths", "choose_config", "count_rows", "is_public_run",
+    "KAGGLE_INPUT", "KAGGLE_WORKING", "PUBLIC_TRAIN_ROWS", "DEMO_DATA", "on_kaggle", "competition_dir",
+    "RunPaths", "resolve_data", "resolve_paths", "choose_config", "count_rows", "is_public_run",
     "copy_sample_submission", "SubmissionResult", "make_submission", "example_figures",
     "environment_report",
 ]

@@ -12,8 +12,10 @@ from .config import Config
 from .dataset import Dataset, load_dataset
 from .evaluate import evaluate_run
 from .extract import extract, extract_candidates, train_local_deferred
+from .layout import config_path
 from .predict import predict
 from .retrieve import retrieve
+from .store import write_text_atomic
 from .submit import submit
 from .verify import verify
 
@@ -28,6 +30,7 @@ class RunResult:
     submission: Path
     timings: Dict[str, float] = field(default_factory=dict)
     metrics: Optional[Dict[str, float]] = None
+    score_error: Optional[str] = None  # why scoring failed (the submission is written regardless)
     figure: Optional[Path] = None  # a picture of verified matches, when one was drawn
 
 
@@ -49,7 +52,7 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    (work / "config.json").write_text(conf.to_json())
+    write_text_atomic(config_path(work), conf.to_json())
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     timings: Dict[str, float] = {}
 
@@ -69,7 +72,13 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
         timed("verify", verify, conf, work, overwrite=overwrite)
     timed("predict", predict, conf, dataset, work)
     submission = timed("submit", submit, dataset, work, out, verified=conf.verify.enabled)
-    metrics = None
-    if dataset.solution is not None:
-        metrics = timed("evaluate", evaluate_run, conf, dataset, work)
-    return RunResult(work=work, submission=Path(submission), timings=timings, metrics=metrics)
+    metrics, score_error = None, getattr(dataset, "solution_error", None)
+    if dataset.solution is not None and score_error is None:
+        try:
+            metrics = timed("evaluate", evaluate_run, conf, dataset, work)
+        except (ValueError, KeyError) as exc:  # scoring fails, never the submission
+            score_error = str(exc)
+    if score_error:
+        logger.error("The submission %s is written, but it could not be scored: %s", submission, score_error)
+    return RunResult(work=work, submission=Path(submission), timings=timings, metrics=metrics,
+                     score_error=score_error)

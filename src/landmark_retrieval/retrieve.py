@@ -23,12 +23,12 @@ from typing import List, Tuple, Union
 
 import h5py
 import numpy as np
-from tqdm.auto import tqdm
 
 from .config import Config
 from .dataset import Dataset, load_dataset
-from .extract import feature_dir
-from .store import FeatureStore, read_meta
+from .layout import feature_dir, retrieval_path
+from .progress import progress
+from .store import FeatureStore, publish, read_meta, write_error
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -49,7 +49,7 @@ def _topk_rows(sim: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
 
 def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 4096,
         db_block_size: int = 262_144, use_faiss: bool = True,
-        progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Exact k-nearest neighbours by inner product (cosine for unit rows).
 
     Args:
@@ -64,7 +64,31 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
 
     Returns:
         ``scores`` (Q, k') float32 descending and ``indices`` (Q, k') int64, k' = min(k, N).
+
+    Raises:
+        TypeError: ``queries``/``database`` not numpy arrays of float16/32/64 (the dtype is
+            named), ``k`` not an integer.
+        ValueError: arrays that are not 2-D (the shape is named), a negative ``k``, or NaN/inf
+            values (the first bad row and the count are named: faiss would
+            return index -1 for such a row, i.e. silently the last train image).
     """
+    for name, arr in (("queries", queries), ("database", database)):
+        if not isinstance(arr, np.ndarray):
+            raise TypeError(f"knn: {name} must be a numpy array (rows = descriptors), not {type(arr).__name__}")
+        if arr.ndim != 2:
+            raise ValueError(f"knn: {name} must be a 2-D array (rows = descriptors), got shape {arr.shape}")
+        if arr.dtype not in (np.float16, np.float32, np.float64):
+            raise TypeError(f"knn: {name} must have dtype float16, float32 or float64, got {arr.dtype}")
+        step = max(1, (1 << 24) // max(1, arr.shape[1]))  # rows per check: a 16 MB mask, not one of N x D
+        bad_rows = [t + np.flatnonzero(~np.isfinite(arr[t:t + step]).all(axis=1)) for t in range(0, len(arr), step)]
+        bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, np.int64)
+        if len(bad):
+            raise ValueError(f"knn: {name} row {int(bad[0])} has NaN or inf values ({len(bad)} bad row(s) "
+                             f"of {len(arr)}); fix or drop those descriptors")
+    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
+        raise TypeError(f"knn: k must be an integer, not {type(k).__name__} {k!r}")
+    if k < 0:
+        raise ValueError(f"knn: k must be >= 0, got {k}")
     q = np.ascontiguousarray(queries, np.float32)
     db = database if database.dtype in (np.float16, np.float32) else database.astype(np.float32)
     nq, n = len(q), len(db)
@@ -82,7 +106,7 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
     scores = np.empty((nq, k), np.float32)
     indices = np.empty((nq, k), np.int64)
     starts = range(0, nq, block_size)
-    for s in tqdm(starts, desc="retrieve", unit="block", disable=not progress):
+    for s in progress(starts, desc="retrieve", unit="block", disable=not show_progress):
         qb = q[s:s + block_size]
         best_v = np.full((len(qb), 0), -np.inf, np.float32)
         best_i = np.zeros((len(qb), 0), np.int64)
@@ -117,10 +141,6 @@ class Retrieval:
         """Train ids and cosine scores of one test image, best first."""
         row = self.query_ids.index(query_id)
         return [self.db_ids[j] for j in self.indices[row]], self.scores[row]
-
-
-def retrieval_path(work: Union[str, Path]) -> Path:
-    return Path(work) / "retrieval.h5"
 
 
 def load_retrieval(path: Union[str, Path]) -> Retrieval:
@@ -159,9 +179,10 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     labels = dataset.labels()
     with FeatureStore(feature_dir(work, "train")) as train, FeatureStore(feature_dir(work, "test")) as test:
-        db_ids = [i for i in train.global_ids if i in labels]
-        wanted = set(dataset.test_ids)
-        q_ids = [i for i in test.global_ids if i in wanted]
+        # dataset order (train.csv rows, sorted test paths): never the order shards were written in
+        have_db, have_q = set(train.global_ids), set(test.global_ids)
+        db_ids = [i for i in dataset.train_ids if i in have_db and i in labels]
+        q_ids = [i for i in dataset.test_ids if i in have_q]
         out = retrieval_path(work)
         fp = _fingerprint(q_ids, db_ids, (conf.retrieve.k, conf.retrieve.half_precision), work)
         if out.is_file() and not overwrite:
@@ -170,20 +191,25 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
                     logger.info("Retrieval is up to date (%s)", out)
                     return out
         if not db_ids:
-            raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: run extract first")
+            raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: "
+                               "run extract first")
         db_ids, db = train.globals(db_ids, dtype=np.float16 if conf.retrieve.half_precision else np.float32)
         q_ids, q = test.globals(q_ids)
     logger.info("Retrieving %d nearest of %d train images for %d test images", conf.retrieve.k, len(db_ids), len(q_ids))
     if len(q_ids) == 0:
         q = np.zeros((0, db.shape[1]), np.float32)
     scores, indices = knn(q, db, conf.retrieve.k, block_size=conf.retrieve.block_size,
-                          use_faiss=conf.retrieve.use_faiss, progress=True)
+                          use_faiss=conf.retrieve.use_faiss, show_progress=True)
     tmp = out.with_name(out.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        f.create_dataset("query_ids", data=np.array(q_ids, dtype=object), dtype=_STR)
-        f.create_dataset("db_ids", data=np.array(db_ids, dtype=object), dtype=_STR)
-        f.create_dataset("indices", data=indices)
-        f.create_dataset("scores", data=scores)
-        f.attrs["fingerprint"] = fp
-    tmp.replace(out)
+    try:
+        with h5py.File(tmp, "w") as f:
+            f.create_dataset("query_ids", data=np.array(q_ids, dtype=object), dtype=_STR)
+            f.create_dataset("db_ids", data=np.array(db_ids, dtype=object), dtype=_STR)
+            f.create_dataset("indices", data=indices)
+            f.create_dataset("scores", data=scores)
+            f.attrs["fingerprint"] = fp
+        publish(tmp, out)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(out, exc) from exc
     return out

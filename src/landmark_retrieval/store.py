@@ -13,15 +13,27 @@ behind and loses at most one shard of work. Layout of one shard::
     global/ids                    (M,)   utf-8 strings
     global/descriptors            (M, G) float32
     failed/ids, failed/errors     (F,)   utf-8 strings: images that could not be processed
+    notes/ids, notes/messages     (W,)   utf-8 strings: images used despite a problem
+                                         (e.g. a truncated file, decoded with errors)
 
 A shard may hold only ``global/`` (e.g. VLAD descriptors computed after the codebook).
+Its root attributes ``complete``, ``num_local``, ``num_global``, ``num_failed`` are written last:
+a shard becomes final only when complete (write, flush, fsync, rename), and a shard that fails
+validation on opening (unreadable, no ``complete`` mark, counts that disagree) is never
+trusted: :class:`FeatureStore` skips it with a warning and, with ``repair=True`` (the extract
+step), moves it to ``damaged/`` so that its images are extracted again.
+
+A write error (e.g. a full disk) discards the shard being written, never a finished one, and
+raises :class:`StoreWriteError` naming the path: free space and run the same command again.
 Only this module knows the layout.
 """
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import os
+import shutil
 from pathlib import Path
 from typing import Dict, List, Optional, Sequence, Tuple, Union
 
@@ -35,8 +47,50 @@ logger = logging.getLogger("landmark_retrieval")
 _STR = h5py.string_dtype("utf-8")
 
 
+class StoreWriteError(OSError):
+    """Writing features failed (e.g. no space left); finished shards are intact."""
+
+
+def write_error(path: Union[str, Path], exc: OSError) -> StoreWriteError:
+    """A :class:`StoreWriteError` that names ``path`` and says how to recover."""
+    reason = "no space left on device" if exc.errno == errno.ENOSPC else (exc.strerror or str(exc))
+    return StoreWriteError(
+        exc.errno, f"Could not write {path}: {reason}. Finished work is kept: free space and run "
+                   "the same command again to resume")
+
+
+def fsync_file(path: Union[str, Path]) -> None:
+    """Flush a closed file's data to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Union[str, Path]) -> None:
+    """Make a rename in ``directory`` durable (best effort where directories cannot be opened)."""
+    try:
+        fd = os.open(directory, os.O_RDONLY)
+    except OSError:
+        return
+    try:
+        os.fsync(fd)
+    except OSError:
+        pass
+    finally:
+        os.close(fd)
+
+
+def publish(tmp: Path, final: Path) -> None:
+    """fsync ``tmp``, rename it to ``final`` and fsync the directory: the file appears complete."""
+    fsync_file(tmp)
+    os.replace(tmp, final)
+    fsync_dir(final.parent)
+
+
 def _check_id(image_id: str) -> str:
-    if not image_id or "/" in image_id or image_id in (".", ".."):
+    if not isinstance(image_id, str) or not image_id or "/" in image_id or image_id in (".", ".."):
         raise ValueError(f"Invalid image id {image_id!r}: ids are file stems and cannot contain '/'")
     return image_id
 
@@ -49,27 +103,36 @@ class ShardWriter:
         shard_size: images per shard.
         prefix: shard file prefix (``part`` for extraction, e.g. ``vlad`` for later globals).
         half_precision: store local descriptors as float16.
+
+    Leaving the context normally or by an interruption completes the current shard (nothing
+    finished is lost); a write error discards it and raises :class:`StoreWriteError`.
     """
 
     def __init__(self, directory: Union[str, Path], shard_size: int = 500, prefix: str = "part",
                  half_precision: bool = False):
         self.directory = Path(directory)
-        self.directory.mkdir(parents=True, exist_ok=True)
+        try:
+            self.directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise write_error(self.directory, exc) from exc
         self.shard_size = max(1, int(shard_size))
         self.prefix = prefix
         self.half = half_precision
         self._file: Optional[h5py.File] = None
         self._tmp: Optional[Path] = None
         self._count = 0
+        self._num_local = 0
         self._global_ids: List[str] = []
         self._global_desc: List[np.ndarray] = []
         self._failed: List[Tuple[str, str]] = []
+        self._notes: List[Tuple[str, str]] = []
         for stale in self.directory.glob(f"{prefix}-*.h5.tmp"):
             logger.info("Removing incomplete shard %s left by an interrupted run", stale.name)
             stale.unlink()
 
     def _next_path(self) -> Path:
         taken = {p.name.split(".")[0] for p in self.directory.glob(f"{self.prefix}-*.h5")}
+        taken |= {p.name.split(".")[0] for p in (self.directory / "damaged").glob(f"{self.prefix}-*.h5*")}
         i = 0
         while f"{self.prefix}-{i:05d}" in taken:
             i += 1
@@ -79,25 +142,50 @@ class ShardWriter:
         if self._file is None:
             final = self._next_path()
             self._tmp = final.with_name(final.name + ".tmp")
-            self._file = h5py.File(self._tmp, "w")
+            try:
+                self._file = h5py.File(self._tmp, "w")
+            except OSError as exc:
+                self._discard()
+                raise write_error(self._tmp, exc) from exc
         return self._file
 
     def add(self, image_id: str, feats: Features, write_local: bool = True) -> None:
-        """Add one image's features (local unless ``write_local`` is False; global if present)."""
-        f = self._open()
+        """Add one image's features (local unless ``write_local`` is False; global if present).
+
+        All or nothing: an error or an interruption in the middle leaves no trace of the image.
+        """
         _check_id(image_id)
-        if write_local:
-            grp = f.create_group(f"local/{image_id}")
-            desc = feats.descriptors.astype(np.float16 if self.half else np.float32, copy=False)
-            grp.create_dataset("keypoints", data=feats.keypoints.astype(np.float32, copy=False))
-            grp.create_dataset("descriptors", data=desc)
-            grp.create_dataset("scores", data=feats.scores.astype(np.float32, copy=False))
-            grp.create_dataset("scales", data=feats.scales.astype(np.float32, copy=False))
-            grp.attrs["image_size"] = np.asarray(feats.image_size, np.int64)
+        f = self._open()
+        name = f"local/{image_id}"
+        try:
+            if write_local:
+                grp = f.create_group(name)
+                desc = feats.descriptors.astype(np.float16 if self.half else np.float32, copy=False)
+                grp.create_dataset("keypoints", data=feats.keypoints.astype(np.float32, copy=False))
+                grp.create_dataset("descriptors", data=desc)
+                grp.create_dataset("scores", data=feats.scores.astype(np.float32, copy=False))
+                grp.create_dataset("scales", data=feats.scales.astype(np.float32, copy=False))
+                grp.attrs["image_size"] = np.asarray(feats.image_size, np.int64)
+        except BaseException as exc:
+            self._rollback(name)
+            if isinstance(exc, OSError):
+                path = self._tmp
+                self._discard()
+                raise write_error(path or self.directory, exc) from exc
+            raise
+        self._num_local += bool(write_local)
         if feats.global_descriptor is not None:
             self._global_ids.append(image_id)
             self._global_desc.append(np.asarray(feats.global_descriptor, np.float32))
         self._bump()
+
+    def _rollback(self, name: str) -> None:
+        """Remove a partly written group; if even that fails, the shard is discarded."""
+        try:
+            if self._file is not None and name in self._file:
+                del self._file[name]
+        except BaseException:
+            self._discard()
 
     def add_global(self, image_id: str, descriptor: np.ndarray) -> None:
         """Add a global descriptor only."""
@@ -112,29 +200,68 @@ class ShardWriter:
         self._failed.append((image_id, error))
         self._bump()
 
+    def add_note(self, image_id: str, message: str) -> None:
+        """Record a problem with an image whose features are stored anyway (e.g. truncated)."""
+        self._open()
+        self._notes.append((_check_id(image_id), message))
+
     def _bump(self) -> None:
         self._count += 1
         if self._count >= self.shard_size:
             self.flush()
 
+    def _reset(self) -> None:
+        self._file, self._tmp, self._count, self._num_local = None, None, 0, 0
+        self._global_ids, self._global_desc, self._failed, self._notes = [], [], [], []
+
+    def _discard(self) -> None:
+        """Drop the shard being written (its images will be extracted again)."""
+        tmp = self._tmp
+        if self._file is not None:
+            try:
+                self._file.close()
+            except BaseException:
+                pass
+        if tmp is not None:
+            try:
+                tmp.unlink()
+            except OSError:
+                pass
+        self._reset()
+
     def flush(self) -> None:
         """Complete the current shard (if any) and make it visible to readers."""
         if self._file is None:
             return
-        f = self._file
-        if self._global_ids:
-            g = f.require_group("global")
-            g.create_dataset("ids", data=np.array(self._global_ids, dtype=object), dtype=_STR)
-            g.create_dataset("descriptors", data=np.stack(self._global_desc).astype(np.float32))
-        if self._failed:
-            g = f.require_group("failed")
-            g.create_dataset("ids", data=np.array([i for i, _ in self._failed], dtype=object), dtype=_STR)
-            g.create_dataset("errors", data=np.array([e for _, e in self._failed], dtype=object), dtype=_STR)
-        f.close()
-        assert self._tmp is not None
-        os.replace(self._tmp, self._tmp.with_suffix(""))  # drop ".tmp"
-        self._file, self._tmp, self._count = None, None, 0
-        self._global_ids, self._global_desc, self._failed = [], [], []
+        f, tmp = self._file, self._tmp
+        assert tmp is not None
+        try:
+            if self._global_ids:
+                g = f.require_group("global")
+                g.create_dataset("ids", data=np.array(self._global_ids, dtype=object), dtype=_STR)
+                g.create_dataset("descriptors", data=np.stack(self._global_desc).astype(np.float32))
+            if self._failed:
+                g = f.require_group("failed")
+                g.create_dataset("ids", data=np.array([i for i, _ in self._failed], dtype=object), dtype=_STR)
+                g.create_dataset("errors", data=np.array([e for _, e in self._failed], dtype=object), dtype=_STR)
+            if self._notes:
+                g = f.require_group("notes")
+                g.create_dataset("ids", data=np.array([i for i, _ in self._notes], dtype=object), dtype=_STR)
+                g.create_dataset("messages", data=np.array([m for _, m in self._notes], dtype=object), dtype=_STR)
+            f.attrs["num_notes"] = len(self._notes)
+            f.attrs["num_local"] = self._num_local
+            f.attrs["num_global"] = len(self._global_ids)
+            f.attrs["num_failed"] = len(self._failed)
+            f.attrs["complete"] = 1  # written last
+            f.close()
+            publish(tmp, tmp.with_suffix(""))  # drop ".tmp"
+        except OSError as exc:
+            self._discard()
+            raise write_error(tmp, exc) from exc
+        except BaseException:
+            self._discard()
+            raise
+        self._reset()
 
     def close(self) -> None:
         self.flush()
@@ -143,8 +270,54 @@ class ShardWriter:
         return self
 
     def __exit__(self, exc_type, exc, tb) -> None:
-        # Complete the shard even on KeyboardInterrupt: everything added so far is kept.
+        # Complete the shard even on an interruption: everything added so far is kept.
+        # After a write error the shard was already discarded (nothing to flush).
+        if exc_type is not None and issubclass(exc_type, OSError):
+            self._discard()
+            return
         self.close()
+
+
+def validate_shard(path: Path) -> Optional[str]:
+    """None when the shard at ``path`` is complete and consistent, else what is wrong."""
+    try:
+        with h5py.File(path, "r") as f:
+            if not f.attrs.get("complete", 0):
+                return "no completion mark (written by an interrupted run?)"
+            n_local = len(f["local"]) if "local" in f else 0
+            if n_local != int(f.attrs.get("num_local", -1)):
+                return f"{n_local} local groups, {int(f.attrs.get('num_local', -1))} expected"
+            n_global = 0
+            if "global" in f:
+                n_global = len(f["global/ids"])
+                if f["global/descriptors"].shape[0] != n_global:
+                    return "global ids and descriptors differ in length"
+            if n_global != int(f.attrs.get("num_global", -1)):
+                return f"{n_global} global descriptors, {int(f.attrs.get('num_global', -1))} expected"
+            n_failed = len(f["failed/ids"]) if "failed" in f else 0
+            if n_failed != int(f.attrs.get("num_failed", -1)):
+                return f"{n_failed} failures, {int(f.attrs.get('num_failed', -1))} expected"
+            n_notes = len(f["notes/ids"]) if "notes" in f else 0
+            if n_notes != int(f.attrs.get("num_notes", -1)):
+                return f"{n_notes} notes, {int(f.attrs.get('num_notes', -1))} expected"
+    except Exception as exc:  # unreadable: truncated, not HDF5, ...
+        return f"unreadable ({type(exc).__name__}: {exc})"
+    return None
+
+
+def set_aside(path: Path, reason: str) -> Path:
+    """Move a damaged shard to ``<store>/damaged/`` (never deleted: it may be inspected)."""
+    damaged = path.parent / "damaged"
+    damaged.mkdir(exist_ok=True)
+    target = damaged / path.name
+    i = 1
+    while target.exists():
+        target = damaged / f"{path.name}.{i}"
+        i += 1
+    shutil.move(str(path), str(target))
+    logger.warning("Damaged feature shard %s (%s) moved to %s; its images will be extracted again",
+                   path, reason, target)
+    return target
 
 
 class FeatureStore:
@@ -153,15 +326,24 @@ class FeatureStore:
     Opening scans the shards' indices only; features are read on demand.
     """
 
-    def __init__(self, directory: Union[str, Path]):
+    def __init__(self, directory: Union[str, Path], repair: bool = False):
         self.directory = Path(directory)
         self._local: Dict[str, Path] = {}
         self._global: Dict[str, Tuple[Path, int]] = {}
         self.failures: Dict[str, str] = {}
+        self.notes: Dict[str, str] = {}
         self._files: Dict[Path, h5py.File] = {}
         if not self.directory.is_dir():
             return
         for path in sorted(p for p in self.directory.glob("*-*.h5")):
+            problem = validate_shard(path)
+            if problem is not None:
+                if repair:
+                    set_aside(path, problem)
+                else:
+                    logger.warning("Ignoring damaged feature shard %s: %s (the extract step moves it "
+                                   "aside and extracts its images again)", path, problem)
+                continue
             with h5py.File(path, "r") as f:
                 if "local" in f:
                     for image_id in f["local"].keys():
@@ -173,10 +355,8 @@ class FeatureStore:
                     ids = f["failed/ids"].asstr()[()]
                     errors = f["failed/errors"].asstr()[()]
                     self.failures.update(zip(ids, errors))
-        # an image whose local features were extracted later is not a failure
-        for image_id in list(self.failures):
-            if image_id in self._local:
-                del self.failures[image_id]
+                if "notes" in f:
+                    self.notes.update(zip(f["notes/ids"].asstr()[()], f["notes/messages"].asstr()[()]))
 
     # -- index -----------------------------------------------------------------------------
     @property
@@ -287,24 +467,47 @@ def read_meta(directory: Union[str, Path]) -> Optional[dict]:
 
 
 def write_meta(directory: Union[str, Path], meta: dict) -> None:
-    Path(directory).mkdir(parents=True, exist_ok=True)
-    (Path(directory) / "meta.json").write_text(json.dumps(meta, indent=2, sort_keys=True))
+    write_text_atomic(Path(directory) / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+
+
+def write_text_atomic(path: Union[str, Path], text: str) -> Path:
+    """Write a small text file completely or not at all (tmp, fsync, rename)."""
+    path = Path(path)
+    tmp = path.with_name(path.name + ".tmp")
+    try:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(tmp, "w", encoding="utf-8", newline="") as fh:
+            fh.write(text)
+        publish(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
+    return path
 
 
 def write_array(path: Union[str, Path], name: str, array: np.ndarray, attrs: Optional[dict] = None) -> None:
     """Write one named array (e.g. the VLAD codebook) to an HDF5 file, atomically."""
     path = Path(path)
     tmp = path.with_name(path.name + ".tmp")
-    with h5py.File(tmp, "w") as f:
-        ds = f.create_dataset(name, data=array)
-        for k, v in (attrs or {}).items():
-            ds.attrs[k] = v
-    os.replace(tmp, path)
+    try:
+        with h5py.File(tmp, "w") as f:
+            ds = f.create_dataset(name, data=array)
+            for k, v in (attrs or {}).items():
+                ds.attrs[k] = v
+        publish(tmp, path)
+    except OSError as exc:
+        tmp.unlink(missing_ok=True)
+        raise write_error(path, exc) from exc
 
 
 def read_array(path: Union[str, Path], name: str) -> Optional[np.ndarray]:
     path = Path(path)
     if not path.is_file():
         return None
-    with h5py.File(path, "r") as f:
-        return f[name][()] if name in f else None
+    try:
+        with h5py.File(path, "r") as f:
+            return f[name][()] if name in f else None
+    except OSError as exc:
+        target = set_aside(path, f"unreadable ({exc})")
+        logger.warning("%s was unreadable and was moved to %s; it will be computed again", path, target)
+        return None

@@ -6,36 +6,46 @@ optional ratio test / mutual check), then ``pydegensac.findHomography`` (seeded)
 Fewer than ``min_matches`` putative matches (default 5, i.e. "4 or fewer") give 0 inliers;
 an estimator error gives 0 inliers and is logged.
 
-Output ``WORK/verification.csv`` (``query_id,rank,db_id,num_matches,inliers``), written one
-test image at a time, so an interrupted run resumes at the next test image. Local features of a
-train image are read from the feature store (and cached), never re-extracted.
-pydegensac holds the GIL: work is spread over processes.
+Output ``WORK/verification.csv`` (``query_id,rank,db_id,num_matches,inliers``, written and read
+with the ``csv`` module, so any id round-trips), appended one test image at a time in retrieval
+order, so an interrupted run resumes at the next test image and gives the same file as an
+uninterrupted one. Local features of a train image are read from the feature store (and
+cached), never re-extracted.
+
+pydegensac holds the GIL: work is spread over processes. Workers ignore Ctrl-C (the parent
+stops them and keeps what is finished) and exit by themselves if the parent dies.
 """
 from __future__ import annotations
 
 import concurrent.futures as cf
+import csv
 import hashlib
+import io
 import json
 import logging
 import multiprocessing as mp
 import os
+import signal
+import threading
+import time
 from collections import OrderedDict
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
-from tqdm.auto import tqdm
 
 from .backends.base import Features
 from .config import Config, VerifyConfig
-from .extract import feature_dir
-from .retrieve import Retrieval, load_retrieval, retrieval_path
-from .store import FeatureStore
+from .layout import feature_dir, retrieval_path, verification_fingerprint_path, verification_path
+from .progress import progress
+from .retrieve import Retrieval, load_retrieval
+from .store import FeatureStore, write_error, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
-HEADER = "query_id,rank,db_id,num_matches,inliers\n"
+COLUMNS = ["query_id", "rank", "db_id", "num_matches", "inliers"]
 
 
 # --------------------------------------------------------------------------------------------
@@ -87,7 +97,14 @@ def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig
     Returns:
         ``(H, inlier_mask)``: H (3, 3) float64 mapping kpts0 to kpts1, or None when there are
         too few matches, no model or an estimator error; inlier_mask (K,) bool.
+
+    Raises:
+        ValueError: ``kpts0``/``kpts1`` are not (K, 2) arrays with the same K (shapes named).
     """
+    shape0, shape1 = np.shape(kpts0), np.shape(kpts1)
+    if len(shape0) != 2 or shape0[1:] != (2,) or len(shape1) != 2 or shape1[1:] != (2,) or shape0[0] != shape1[0]:
+        raise ValueError(f"estimate_homography: kpts0 and kpts1 must be (K, 2) arrays of matched (x, y) points "
+                         f"with the same K, got shapes {shape0} and {shape1}")
     k = len(kpts0)
     mask = np.zeros(k, bool)
     if k < max(conf.min_matches, 4):
@@ -173,23 +190,85 @@ class _Verifier:
 _WORKER: Optional[_Verifier] = None
 
 
-def _init_worker(work: str, conf_dict: dict) -> None:
+def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
+    """End this worker process as soon as its parent is gone (kill -9 included)."""
+    try:  # Linux: the kernel signals us when the parent dies
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGKILL)  # PR_SET_PDEATHSIG
+    except Exception:
+        pass
+
+    def watch() -> None:
+        while True:
+            if os.getppid() != parent_pid:
+                os._exit(1)
+            time.sleep(interval)
+
+    if os.getppid() != parent_pid:
+        os._exit(1)
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
+def _init_worker(work: str, conf_dict: dict, parent_pid: int) -> None:
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    _watch_parent(parent_pid)
     global _WORKER
     _WORKER = _Verifier(work, VerifyConfig(**conf_dict))
 
 
-def _run_task(task):
+def _run_chunk(tasks):
     assert _WORKER is not None
-    return _WORKER(task)
+    return [_WORKER(task) for task in tasks]
+
+
+@contextmanager
+def _sigint_ignored():
+    """Ignore Ctrl-C while worker processes are started: they inherit the setting, so an early
+    Ctrl-C never interrupts them half-way through their imports (one message, not a traceback
+    per worker). The parent's handler is back as soon as they are started."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous)
+
+
+def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
+    """Stop the workers now (unfinished tasks are dropped; finished ones are already written).
+
+    A second Ctrl-C or SIGTERM during this short clean-up is ignored.
+    """
+    main = threading.current_thread() is threading.main_thread()
+    previous = {}
+    if main:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous[sig] = signal.signal(sig, signal.SIG_IGN)
+    try:
+        processes = list((getattr(pool, "_processes", None) or {}).values())
+        for proc in processes:
+            try:
+                proc.terminate()
+            except Exception:
+                pass
+        for proc in processes:
+            proc.join(timeout=5)
+        # let the executor's manager thread notice and fail the pending futures before shutdown
+        manager = getattr(pool, "_executor_manager_thread", None)
+        if manager is not None:
+            manager.join(timeout=10)
+        pool.shutdown(wait=False)
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
 
 
 # --------------------------------------------------------------------------------------------
 # Step entry point
 # --------------------------------------------------------------------------------------------
-def verification_path(work: Union[str, Path]) -> Path:
-    return Path(work) / "verification.csv"
-
-
 def _fingerprint(conf: VerifyConfig, work: Path) -> str:
     settings = {k: v for k, v in asdict(conf).items() if k not in ("num_workers", "enabled")}
     h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
@@ -205,24 +284,42 @@ def _fingerprint(conf: VerifyConfig, work: Path) -> str:
 def load_verification(path: Union[str, Path]) -> Dict[str, Dict[str, Tuple[int, int]]]:
     """Read ``verification.csv`` as ``{query_id: {db_id: (num_matches, inliers)}}``.
 
-    Incomplete trailing lines (an interrupted write) are ignored.
+    An incomplete last record (an interrupted write) is ignored, as are malformed rows.
     """
     out: Dict[str, Dict[str, Tuple[int, int]]] = {}
     path = Path(path)
     if not path.is_file():
         return out
-    with open(path) as fh:
-        for line in fh:
-            if not line.endswith("\n") or line == HEADER:
-                continue
-            parts = line.rstrip("\n").split(",")
-            if len(parts) != 5:
-                continue
-            try:
-                out.setdefault(parts[0], {})[parts[2]] = (int(parts[3]), int(parts[4]))
-            except ValueError:
-                continue
+    with open(path, "rb") as fb:
+        complete = True
+        if fb.seek(0, os.SEEK_END) > 0:
+            fb.seek(-1, os.SEEK_END)
+            complete = fb.read(1) == b"\n"
+    rows: List[List[str]] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            for row in reader:
+                rows.append(row)
+        except csv.Error:  # ends inside a quoted field: the last record is incomplete
+            complete = False
+    if rows and not complete:
+        rows.pop()
+    for row in rows:
+        if len(row) != 5 or row == COLUMNS:
+            continue
+        try:
+            out.setdefault(row[0], {})[row[2]] = (int(row[3]), int(row[4]))
+        except ValueError:
+            continue
     return out
+
+
+def _rows_text(query_id: str, candidates: List[str], results) -> str:
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerows([query_id, rank, c, m, i] for rank, (c, (m, i)) in enumerate(zip(candidates, results)))
+    return buf.getvalue()
 
 
 def _tasks(retrieval: Retrieval, n: int) -> List[Tuple[str, List[str]]]:
@@ -235,6 +332,9 @@ def _tasks(retrieval: Retrieval, n: int) -> List[Tuple[str, List[str]]]:
 def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Path:
     """Verify the ``conf.verify.num_to_rerank`` best candidates of every test image.
 
+    Resumes an interrupted run (the result is the same as an uninterrupted run's); settings
+    that differ from the stored results' start over.
+
     Returns:
         Path of ``WORK/verification.csv``.
     """
@@ -243,20 +343,24 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
     out = verification_path(work)
     retrieval = load_retrieval(retrieval_path(work))
     tasks = _tasks(retrieval, vc.num_to_rerank)
-    fp_path = out.with_suffix(".json")
+    fp_path = verification_fingerprint_path(work)
     fp = _fingerprint(vc, work)
     done: Dict[str, Dict[str, Tuple[int, int]]] = {}
-    if out.is_file() and not overwrite and fp_path.is_file() and json.loads(fp_path.read_text()).get("fingerprint") == fp:
-        done = load_verification(out)
-    # keep only test images whose candidates were all verified, rewrite the file cleanly
+    if out.is_file() and not overwrite and fp_path.is_file():
+        try:
+            same = json.loads(fp_path.read_text()).get("fingerprint") == fp
+        except ValueError:
+            same = False
+        if same:
+            done = load_verification(out)
+    # keep only test images whose candidates were all verified; rewrite the file cleanly (atomically)
     expected = dict(tasks)
     done = {q: r for q, r in done.items() if q in expected and all(c in r for c in expected[q])}
-    with open(out, "w") as fh:
-        fh.write(HEADER)
-        for q, cands in tasks:
-            if q in done:
-                fh.write("".join(f"{q},{rank},{c},{done[q][c][0]},{done[q][c][1]}\n" for rank, c in enumerate(cands)))
-    fp_path.write_text(json.dumps({"fingerprint": fp, "verify": asdict(vc)}, indent=2))
+    header = io.StringIO()
+    csv.writer(header, lineterminator="\n").writerow(COLUMNS)
+    write_text_atomic(out, header.getvalue() + "".join(
+        _rows_text(q, cands, [done[q][c] for c in cands]) for q, cands in tasks if q in done))
+    write_text_atomic(fp_path, json.dumps({"fingerprint": fp, "verify": asdict(vc)}, indent=2))
     todo = [t for t in tasks if t[0] not in done and t[1]]
     with FeatureStore(feature_dir(work, "train")) as train:
         candidates = {c for _, cands in todo for c in cands}
@@ -272,12 +376,15 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
         return out
     workers = vc.num_workers or (os.cpu_count() or 1)
     workers = max(1, min(workers, len(todo)))
-    bar = tqdm(total=len(todo), desc="verify", unit="query")
-    with open(out, "a") as fh:
-        def write(result):
+    with open(out, "a", newline="", encoding="utf-8") as fh, \
+            progress(total=len(todo), desc="verify", unit="query") as bar:
+        def write(result) -> None:
             q, cands, res = result
-            fh.write("".join(f"{q},{rank},{c},{m},{i}\n" for rank, (c, (m, i)) in enumerate(zip(cands, res))))
-            fh.flush()
+            try:
+                fh.write(_rows_text(q, cands, res))
+                fh.flush()
+            except OSError as exc:
+                raise write_error(out, exc) from exc
             bar.update(1)
 
         if workers == 1:
@@ -286,10 +393,23 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
                 write(verifier(task))
         else:
             ctx = mp.get_context("spawn")  # no fork of a process that may hold TensorFlow threads
-            with cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                        initargs=(str(work), asdict(vc))) as pool:
+            pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
+                                          initargs=(str(work), asdict(vc), os.getpid()))
+            try:
                 chunk = max(1, min(32, len(todo) // (workers * 8) or 1))
-                for result in pool.map(_run_task, todo, chunksize=chunk):
-                    write(result)
-    bar.close()
+                # submitted by hand, not with pool.map: an interruption must not cancel the
+                # futures under the executor's feet (CPython then prints a traceback)
+                with _sigint_ignored():  # workers start on submit: they inherit "ignore Ctrl-C"
+                    futures = [pool.submit(_run_chunk, todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
+                for fut in futures:
+                    for result in fut.result():
+                        write(result)
+            except BaseException:
+                _stop_pool(pool)
+                raise
+            pool.shutdown(wait=True)
+        try:
+            os.fsync(fh.fileno())
+        except OSError as exc:
+            raise write_error(out, exc) from exc
     return out
