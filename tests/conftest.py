@@ -35,3 +35,17 @@ def small_dataset(tmp_path_factory) -> Path:
 @pytest.fixture
 def rng() -> np.random.Generator:
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _package_logger(caplog):
+    """Capture the package logger (it does not propagate) and undo a CLI run's ``-q``."""
+    import logging
+
+    logger = logging.getLogger("landmark_retrieval")
+    level = logger.level
+    logger.addHandler(caplog.handler)
+    caplog.set_level(logging.INFO, logger="landmark_retrieval")
+    yield
+    logger.removeHandler(caplog.handler)
+    logger.setLevel(level)
