@@ -56,6 +56,12 @@ notebook: $(NOTEBOOKS)
 benchmark: $(DEV)
 	$(BIN)/python benchmarks/run_benchmarks.py
 
+# Rewrite the demo scores in README.md (the block between <!-- demo-numbers:start/end -->)
+# from a run of the demo; tests/test_readme.py checks that they are current.
+.PHONY: readme-numbers
+readme-numbers: $(CORE)
+	$(BIN)/python benchmarks/readme_numbers.py
+
 clean:
 	rm -rf $(VENV) data/demo work submission/*.csv submission/*.png
 

@@ -156,8 +156,8 @@ def main(argv=None) -> int:
         model = timed.model
         t0 = time.perf_counter()
         for i in range(args.images):
-            model(cache[i % len(cache)], backend.scales, conf.delg_score_threshold,
-                  conf.delg_max_feature_num)
+            model(cache[i % len(cache)], backend.scales, conf.delg.score_threshold,
+                  conf.delg.max_keypoints)
         rows.append(("model call only", args.images, time.perf_counter() - t0, peak_rss_mb(),
                      f"cache of {len(cache)} decoded images"))
 

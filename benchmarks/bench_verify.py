@@ -24,7 +24,7 @@ def main() -> None:
     ap.add_argument("--keypoints", type=int, default=1000)
     ap.add_argument("--preset", default="kaggle-baseline")
     args = ap.parse_args()
-    conf = get_config(args.preset, ["extract.backend=sift", f"extract.sift_max_keypoints={args.keypoints}"])
+    conf = get_config(args.preset, ["extract.backend=sift", f"extract.sift.max_keypoints={args.keypoints}"])
     backend = make_backend(conf.extract)
     rng = np.random.default_rng(0)
     feats = []

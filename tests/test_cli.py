@@ -1,12 +1,18 @@
 """End-to-end runs through the command line on a small generated dataset."""
+import argparse
 import csv
 import json
+import logging
+import re
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 
-from landmark_retrieval.cli import main
+from landmark_retrieval import progress
+from landmark_retrieval.cli import build_parser, main
+from landmark_retrieval.config import PRESETS, read_run_config
 from landmark_retrieval.dataset import load_dataset
 from landmark_retrieval.submit import read_submission
 from landmark_retrieval.verify import load_verification
@@ -18,7 +24,9 @@ def test_run_resume_and_evaluate(small_dataset, tmp_path, capsys):
     args = ["run", "--data", str(small_dataset), "--work", str(work), "--out", str(out),
             "--preset", "demo", "--workers", "2", "--json"]
     assert main(args) == 0
-    metrics = json.loads(capsys.readouterr().out.split("\n", 1)[1])
+    printed = json.loads(capsys.readouterr().out)  # --json: stdout is one JSON document
+    metrics = printed["metrics"]
+    assert printed["submission"] == str(out)
     assert 0 <= metrics["global_gap"] <= 1 and metrics["verified_gap"] >= metrics["global_gap"]
     ds = load_dataset(small_dataset)
     sub = read_submission(out)
@@ -59,6 +67,165 @@ def test_cli_errors_are_reported_not_raised(tmp_path, caplog):
 
 def test_console_script_and_presets(capsys):
     assert main(["presets"]) == 0
-    assert "kaggle-baseline" in capsys.readouterr().out
+    listed = capsys.readouterr().out
+    for name, preset in PRESETS.items():  # one line per preset: name and description
+        assert re.search(rf"^{name} +{re.escape(preset.description)}$", listed, re.M), listed
+    assert main(["presets", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out) == {n: p.description for n, p in PRESETS.items()}
     res = subprocess.run([sys.executable, "-m", "landmark_retrieval", "--version"], capture_output=True, text=True)
     assert res.returncode == 0 and "landmark-retrieval" in res.stdout
+
+
+def _cli(*args: str, cwd: Path) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "landmark_retrieval", *args], capture_output=True, text=True,
+                          cwd=cwd, timeout=600)
+
+
+@pytest.mark.slow
+def test_json_output_quiet_and_steps_that_continue_the_run(small_dataset, tmp_path, capsys, caplog):
+    work, out = tmp_path / "work", tmp_path / "submission.csv"
+    # run --json -q: stdout is only JSON (`| python -m json.tool` works), stderr has no info or bars
+    res = _cli("run", "--data", str(small_dataset), "--work", str(work), "--out", str(out),
+               "--preset", "demo", "--workers", "2", "--json", "-q", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)
+    assert printed["submission"] == str(out) and out.is_file()
+    assert 0 <= printed["metrics"]["verified_gap"] <= 1 and "global_map100" in printed["metrics"]
+    assert subprocess.run([sys.executable, "-m", "json.tool"], input=res.stdout, text=True,
+                          capture_output=True).returncode == 0
+    assert "INFO" not in res.stderr and "it/s" not in res.stderr and "\r" not in res.stderr, res.stderr
+    saved = read_run_config(work)
+    assert saved.name == "demo" and saved.verify.ratio_test == 0.9 and saved.verify.num_workers == 2
+    rows = (work / "verification.csv").read_text()
+
+    # a step without --preset continues with the run's settings: nothing is verified again
+    caplog.clear()
+    assert main(["verify", "--work", str(work)]) == 0
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+    assert re.search(r"of 0 test images \(\d+ already done\)", caplog.text), caplog.text
+    assert (work / "verification.csv").read_text() == rows
+    assert read_run_config(work) == saved
+
+    # --set changes the saved settings with one warning naming exactly that key; -q after the
+    # command silences info messages and progress bars (forced on here)
+    caplog.clear()
+    capsys.readouterr()
+    previous = progress.set_progress(True)
+    try:
+        assert main(["verify", "--work", str(work), "--set", "verify.num_to_rerank=5", "-q"]) == 0
+        assert progress.progress_enabled()  # -q is undone when the command ends
+    finally:
+        progress.set_progress(previous)
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and warnings[0].endswith(": verify.num_to_rerank: 10 -> 5"), warnings
+    err = capsys.readouterr().err
+    assert "verify.num_to_rerank: 10 -> 5" in err and "INFO" not in err and "query/s" not in err, err
+    assert read_run_config(work).verify.num_to_rerank == 5
+    assert len(list(csv.DictReader(open(work / "verification.csv")))) == 5 * len(load_dataset(small_dataset).test_ids)
+
+    # evaluate --work scores with the run's settings (5 re-ranked), without a warning
+    caplog.clear()
+    assert main(["evaluate", "--data", str(small_dataset), "--work", str(work), "--json"]) == 0
+    assert "global_map100" in json.loads(capsys.readouterr().out)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING], caplog.text
+
+
+@pytest.mark.slow
+def test_demo_json(tmp_path, tmp_path_factory):
+    # the demo dataset and run that test_visualize.py makes (same folders, same settings): reused
+    base = tmp_path_factory.getbasetemp()
+    res = _cli("demo", "--data", str(base / "lr_demo_data"), "--work", str(base / "lr_demo_work_sift"),
+               "--out", str(tmp_path / "submission.csv"), "--json", cwd=tmp_path)
+    assert res.returncode == 0, res.stderr
+    printed = json.loads(res.stdout)
+    assert printed["submission"] == str(tmp_path / "submission.csv")
+    assert printed["figure"] == str(tmp_path / "demo_match.png") and Path(printed["figure"]).is_file()
+    assert set(printed["metrics"]) >= {"global_gap", "verified_gap", "global_map100", "verified_map100"}
+
+
+def test_quiet_and_verbose_before_or_after_the_command():
+    parser = build_parser()
+    base = ["run", "--data", "d"]
+    assert parser.parse_args(base).quiet is False and parser.parse_args(base).verbose is False
+    assert parser.parse_args(["-q", *base]).quiet is True
+    assert parser.parse_args([*base, "-q"]).quiet is True
+    assert parser.parse_args(["--verbose", *base]).verbose is True
+    assert parser.parse_args([*base, "-v"]).verbose is True
+    assert parser.parse_args(["-q", "presets"]).quiet is True  # not clobbered by the subcommand
+    with pytest.raises(SystemExit):
+        main(["-q", "presets", "-v"])
+
+
+def _subparsers(parser: argparse.ArgumentParser) -> dict:
+    action = next(a for a in parser._actions if isinstance(a, argparse._SubParsersAction))
+    return dict(action.choices)
+
+
+def test_help_is_plain_text_with_defaults_and_every_option_explained(capsys):
+    parser = build_parser()
+    commands = _subparsers(parser)
+    for name, sub in [("", parser), *commands.items()]:
+        text = sub.format_help()
+        assert "``" not in text and ":func:" not in text and "%(" not in text, (name, text)
+        for action in sub._actions:
+            assert action.help and action.help.strip(), f"{name} {action.option_strings} has no help"
+        # an option line without text on it or on the next line
+        section = re.search(r"^options:\n(.*?)(\n\n|\Z)", text, re.M | re.S).group(1)
+        lines = section.splitlines() + [""]
+        for i, line in enumerate(lines):
+            if re.match(r"^  -", line) and len(re.split(r"\s{2,}", line.strip())) < 2:
+                assert lines[i + 1].startswith(" " * 8) and lines[i + 1].strip(), (name, line)
+
+    def help_of(name):
+        return " ".join(commands[name].format_help().split())
+
+    assert "(default: work)" in help_of("verify")
+    assert "(default: submission/submission.csv)" in help_of("run")
+    assert "(default: demo)" in help_of("demo")
+    assert "(default: None)" not in help_of("run") and "(default: False)" not in help_of("run")
+    with pytest.raises(SystemExit):
+        main(["submit", "--help"])
+    assert "--workers" not in capsys.readouterr().out
+
+
+def test_each_command_takes_only_the_options_it_uses():
+    commands = _subparsers(build_parser())
+
+    def options(name):
+        return {o for a in commands[name]._actions for o in a.option_strings if o.startswith("--")} - {
+            "--help", "--quiet", "--verbose"}
+
+    settings = {"--work", "--preset", "--set"}
+    run = {"--data", "--out", "--backend", "--model", "--workers", "--overwrite", "--json"}
+    assert options("run") == run | settings
+    assert options("extract") == {"--data", "--backend", "--model", "--overwrite", "--candidates"} | settings
+    assert options("retrieve") == {"--data", "--overwrite"} | settings
+    assert options("verify") == {"--workers", "--overwrite"} | settings
+    assert options("predict") == {"--data"} | settings
+    assert options("submit") == {"--data", "--work", "--out", "--global-only"}
+    assert options("evaluate") == {"--submission", "--solution", "--data", "--json"} | settings
+
+
+def test_presets_name_shows_only_its_backends_settings(capsys):
+    assert main(["presets", "demo", "--json"]) == 0
+    demo = json.loads(capsys.readouterr().out)
+    assert demo["name"] == "demo" and demo["extract"]["backend"] == "sift"
+    assert demo["extract"]["sift"]["max_keypoints"] == 1000 and demo["extract"]["vlad"]["num_words"] == 32
+    assert "delg" not in demo["extract"] and "model_path" not in demo["extract"]
+    assert main(["presets", "kaggle-baseline", "--json"]) == 0
+    kaggle = json.loads(capsys.readouterr().out)
+    assert kaggle["extract"]["delg"] == {"scales": [0.70710677, 1.0, 1.4142135], "score_threshold": 175.0,
+                                         "max_keypoints": 1000, "global_scales_ind": None, "local": True,
+                                         "global_": True}
+    assert "sift" not in kaggle["extract"] and kaggle["verify"]["num_to_rerank"] == 10
+    assert main(["presets", "kaggle-baseline"]) == 0
+    text = capsys.readouterr().out
+    assert "extract.delg.score_threshold = 175.0" in text and "extract.sift" not in text
+    with pytest.raises(SystemExit):
+        main(["presets", "nope"])
+
+
+def test_bad_values_name_the_option(tmp_path, caplog):
+    assert main(["verify", "--work", str(tmp_path), "--set", "verify.num_to_rerank=abc"]) == 2
+    assert "verify.num_to_rerank: expected an integer, got 'abc'" in caplog.text
+    assert not (tmp_path / "config.json").exists()  # nothing saved by a command that failed to start

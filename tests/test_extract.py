@@ -67,8 +67,8 @@ def test_changed_settings_are_detected(small_dataset, tmp_path):
     work = tmp_path / "work"
     extract(get_config("demo"), small_dataset, work, splits=("train",))
     with pytest.raises(RuntimeError, match="other settings"):
-        extract(get_config("demo", ["extract.sift_max_keypoints=50"]), small_dataset, work, splits=("train",))
-    extract(get_config("demo", ["extract.sift_max_keypoints=50"]), small_dataset, work, splits=("train",),
+        extract(get_config("demo", ["extract.sift.max_keypoints=50"]), small_dataset, work, splits=("train",))
+    extract(get_config("demo", ["extract.sift.max_keypoints=50"]), small_dataset, work, splits=("train",),
             overwrite=True)
 
 
@@ -78,7 +78,7 @@ def test_codebook_fit_reads_a_bounded_sample(small_dataset, tmp_path, monkeypatc
     seen = []
     fit = VladAggregator.fit
     monkeypatch.setattr(VladAggregator, "fit", lambda self, d: seen.append(len(d)) or fit(self, d))
-    extract(get_config("demo", ["extract.vlad_max_training_descriptors=500"]), small_dataset, tmp_path / "w",
+    extract(get_config("demo", ["extract.vlad.max_training_descriptors=500"]), small_dataset, tmp_path / "w",
             splits=("train",))
     n_train = len(load_dataset(small_dataset).train_ids)
     assert seen and seen[0] <= n_train * (-(-1000 // n_train))  # 2 x cap spread over the images

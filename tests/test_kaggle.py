@@ -114,15 +114,15 @@ def test_local_missing_paths(tmp_path, monkeypatch):
 def test_choose_config(tmp_path):
     delg = kaggle.choose_config(tmp_path)
     assert delg.name == "kaggle-baseline" and delg.extract.backend == "delg"
-    assert delg.extract.model_path == str(tmp_path) and delg.extract.delg_score_threshold == 175.0
+    assert delg.extract.model_path == str(tmp_path) and delg.extract.delg.score_threshold == 175.0
     sift = kaggle.choose_config(None)
     assert sift.name == "demo" and sift.extract.backend == "sift"
     tuned = kaggle.choose_config(tmp_path, preset="glr-tuned", overrides={"verify": {"num_to_rerank": 7}})
     assert tuned.name == "glr-tuned" and tuned.verify.num_to_rerank == 7 and tuned.extract.backend == "delg"
     strings = kaggle.choose_config("", "sift", "kaggle-baseline",
-                                   ["extract.delg_score_threshold=20", "predict.top_k=3"])
+                                   ["extract.delg.score_threshold=20", "predict.top_k=3"])
     assert strings.extract.backend == "sift" and strings.predict.top_k == 3
-    assert strings.extract.delg_score_threshold == 20.0
+    assert strings.extract.delg.score_threshold == 20.0
     assert kaggle.choose_config("", overrides=[]).name == "demo"
     with pytest.raises(ValueError, match="needs a model"):
         kaggle.choose_config("", backend="delg")

@@ -145,7 +145,7 @@ def _env(monkeypatch, tmp_path, data, work, model=None, **extra):
 
 # the DELG test model has random weights: a lower attention threshold than Kaggle's 175 keeps a
 # few more features per image (see landmark_retrieval.testing.delg_export)
-DELG_SET = "extract.delg_score_threshold=150 verify.num_to_rerank=8"
+DELG_SET = "extract.delg.score_threshold=150 verify.num_to_rerank=8"
 
 pytestmark = pytest.mark.slow
 
@@ -173,7 +173,9 @@ def test_02_submission(backend, demo_data, tmp_path, tmp_path_factory, monkeypat
     assert len(submission) == 40 and sum(v is not None for v in submission.values()) >= 30
     assert read_meta(feature_dir(work, "test"))["name"] == backend
     if model:
-        assert f'"model_path": "{model}"' in out and '"delg_score_threshold": 150.0' in out
+        # the config cell prints the preset and what differs from it, as --set arguments
+        assert f"preset kaggle-baseline + extract.model_path={model}" in out
+        assert "extract.delg.score_threshold=150.0" in out and "verify.num_to_rerank=8" in out
     assert "verified_gap" in out
     _assert_pictures(nb, 2)
     _assert_quiet(nb, dataset_loads=None)

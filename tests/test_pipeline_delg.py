@@ -65,8 +65,9 @@ def test_train_local_features_only_for_candidates(small_dataset, exports, tmp_pa
     assert main(["extract", *base]) == 0
     with FeatureStore(feature_dir(work, "train")) as train:
         assert train.local_ids == [] and len(train.global_ids) == len(load_dataset(small_dataset).train_ids)
-    assert main(["retrieve", *base]) == 0
-    assert main(["extract", "--candidates", *base]) == 0
+    # later steps continue with the settings extract saved in WORK/config.json
+    assert main(["retrieve", "--data", str(small_dataset), "--work", str(work)]) == 0
+    assert main(["extract", "--candidates", "--data", str(small_dataset), "--work", str(work)]) == 0
     r = load_retrieval(work / "retrieval.h5")
     expected = {r.db_ids[j] for j in r.indices[:, :3].ravel()}
     with FeatureStore(feature_dir(work, "train")) as train:

@@ -21,7 +21,7 @@ def _project(H, p):
 
 @pytest.fixture(scope="module")
 def sift():
-    conf = get_config("kaggle-baseline", ["extract.backend=sift", "extract.sift_max_keypoints=2000"])
+    conf = get_config("kaggle-baseline", ["extract.backend=sift", "extract.sift.max_keypoints=2000"])
     return make_backend(conf.extract)
 
 

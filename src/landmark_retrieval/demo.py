@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .dataset import Dataset, image_path, load_dataset
+from .dataset import image_path, load_dataset
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -204,40 +204,6 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
     return root
 
 
-def best_verified_pair(work: Union[str, Path], data: Union[str, Path, Dataset], conf) -> Optional[Tuple[str, str]]:
-    """(test id, train id) of the correctly labelled pair with the most inliers, if any."""
-    from .predict import load_candidates
-
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    sol = dataset.solution.landmarks if dataset.solution else {}
-    best, best_inl = None, 0
-    for q, c in load_candidates(work, dataset.labels(), conf.verify.num_to_rerank).items():
-        for db_id, label, inl in zip(c.db_ids, c.labels, c.inliers):
-            if inl > best_inl and int(label) in sol.get(q, []):
-                best, best_inl = (q, db_id), int(inl)
-    return best
-
-
-def save_match_figure(work: Union[str, Path], data: Union[str, Path, Dataset], conf, query_id: str, db_id: str,
-                      out: Union[str, Path]) -> Path:
-    """Render the verified matches of one (test, train) pair from stored features."""
-    from .extract import feature_dir
-    from .images import read_image
-    from .store import FeatureStore
-    from .verify import verify_pair
-    from .viz import plot_matches, save_figure
-
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, "train")) as tr:
-        fq, ft = te.local(query_id), tr.local(db_id)
-    res = verify_pair(fq, ft, conf.verify)
-    label = dataset.labels()[db_id]
-    fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path("train", db_id)),
-                       fq.keypoints, ft.keypoints, res.matches, res.inlier_mask,
-                       titles=[f"test {query_id}", f"train {db_id} (landmark {label})"])
-    return save_figure(fig, out)
-
-
 def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "work/demo",
              out: Union[str, Path] = "submission/submission.csv", preset: str = "demo",
              overrides: Optional[Sequence[str]] = None):
@@ -249,13 +215,16 @@ def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "wor
     """
     from .config import get_config
     from .pipeline import run
+    from .visualize import pick_pair, show_pair
+    from .viz import save_figure
 
     conf = get_config(preset, overrides)
     dataset = load_dataset(build_demo_dataset(data))
-    result = run(conf, dataset, work, out)
-    pair = best_verified_pair(work, dataset, conf)
-    if pair is not None:
-        result.figure = save_match_figure(work, dataset, conf, pair[0], pair[1],
-                                          Path(out).parent / "demo_match.png")
-        logger.info("Saved the verified matches of test %s and train %s to %s", pair[0], pair[1], result.figure)
+    # the demo's work directory is the demo's own: features made with other settings (another
+    # --set, or an earlier version) are computed again instead of stopping the demo
+    result = run(conf, dataset, work, out, overwrite=True)
+    query, db_id = pick_pair(dataset, work, conf)
+    if db_id:
+        result.figure = save_figure(show_pair(dataset, work, query, db_id, conf), Path(out).parent / "demo_match.png")
+        logger.info("Saved the verified matches of test %s and train %s to %s", query, db_id, result.figure)
     return result

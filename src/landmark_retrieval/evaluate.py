@@ -58,7 +58,9 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
             the run itself, and its submission, are not affected).
         FileNotFoundError: the dataset has no ``solution.csv``.
     """
-    from .predict import load_candidates, predict_one, predictions_path, read_predictions
+    from .candidates import load_candidates
+    from .layout import predictions_path, read_predictions
+    from .predict import predict_one
 
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     if dataset.solution_error:

@@ -23,13 +23,22 @@ from typing import Dict, Optional, Sequence, Union
 import numpy as np
 
 from .backends import Backend, make_backend
-from .backends.base import Features
 from .config import Config
 from .dataset import Dataset, load_dataset
+from .features import Features
 from .images import DecodedImage, iter_images, scale_keypoints_back
-from .layout import SPLITS, codebook_path, failures_path, feature_dir, missing_path, retrieval_path
+from .layout import (
+    SPLITS,
+    codebook_path,
+    failures_path,
+    feature_dir,
+    load_retrieval,
+    missing_path,
+    retrieval_path,
+    stamp_changes,
+)
 from .progress import progress
-from .store import FeatureStore, ShardWriter, read_array, read_meta, write_array, write_meta, write_text_atomic
+from .store import FeatureStore, ShardWriter, read_array, write_array, write_meta, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -64,16 +73,14 @@ def _to_original(feats: Features, decoded: DecodedImage) -> Features:
 
 
 def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
-    old = read_meta(directory)
-    if old is not None and old != meta:
-        changed = sorted(k for k in set(old) | set(meta) if old.get(k) != meta.get(k))
-        diff = ", ".join(f"{k}: {old.get(k)!r} -> {meta.get(k)!r}" for k in changed)
+    changes = stamp_changes(directory, meta)
+    if changes:
         if overwrite:
-            logger.info("Settings changed (%s): deleting the features in %s", diff, directory)
+            logger.info("Settings changed (%s): deleting the features in %s", "; ".join(changes), directory)
             shutil.rmtree(directory)
         else:
             raise RuntimeError(
-                f"The features in {directory} were extracted with other settings ({diff}). "
+                f"The features in {directory} were extracted with other settings ({'; '.join(changes)}). "
                 "Use another --work directory, or pass overwrite=True (CLI --overwrite) to re-extract."
             )
     write_meta(directory, meta)
@@ -294,8 +301,6 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
     Returns:
         The train feature store directory.
     """
-    from .retrieve import load_retrieval
-
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     retrieval = load_retrieval(retrieval_path(work))

@@ -148,26 +148,31 @@ def resolve_paths(data: Optional[PathLike] = None, work: Optional[PathLike] = No
 
 def choose_config(model: Optional[PathLike] = None, backend: str = "auto", preset: str = "auto",
                   overrides: Union[Mapping, Sequence[str], None] = None) -> Config:
-    """The configuration for a run with or without a DELG model.
+    """The configuration for a run with or without a model.
 
     Args:
-        model: DELG SavedModel directory (None or "" = no model).
-        backend: ``"auto"`` (``delg`` with a model, else ``sift``), ``"delg"`` or ``"sift"``.
-        preset: ``"auto"`` (``kaggle-baseline`` for DELG, ``demo`` for the classical backend) or a
-            preset name.
+        model: model directory, e.g. a DELG SavedModel (None or "" = no model).
+        backend: ``"auto"`` (with a model the first registered backend that needs one, ``delg``;
+            else the first that does not, ``sift``) or a name in
+            :data:`landmark_retrieval.backends.BACKENDS`.
+        preset: ``"auto"`` (the backend's preset in the registry: ``kaggle-baseline`` for DELG,
+            ``demo`` for the classical backend) or a preset name.
         overrides: applied last (nested dict or ``"section.option=value"`` strings).
     """
+    from .backends import BACKENDS, default_backend
+
     if backend == "auto":
-        backend = "delg" if model else "sift"
-    if backend not in ("delg", "sift"):
-        raise ValueError(f"backend must be 'auto', 'delg' or 'sift', got {backend!r}")
-    if backend == "delg" and not model:
-        raise ValueError("The DELG backend needs a model: set MODEL to a DELG SavedModel folder "
-                         "(make one offline with `landmark-retrieval make-test-model DIR`)")
+        backend = default_backend(model=bool(model))
+    if backend not in BACKENDS:
+        raise ValueError(f"backend must be 'auto' or one of {', '.join(map(repr, BACKENDS))}, got {backend!r}")
+    info = BACKENDS[backend]
+    if info.needs_model and not model:
+        raise ValueError(f"The {backend} backend needs a model: set MODEL to its model folder (for delg a DELG "
+                         "SavedModel; make one offline with `landmark-retrieval make-test-model DIR`)")
     if preset == "auto":
-        preset = "kaggle-baseline" if backend == "delg" else "demo"
+        preset = info.preset
     base: Dict[str, Dict[str, object]] = {"extract": {"backend": backend}}
-    if backend == "delg":
+    if info.needs_model:
         base["extract"]["model_path"] = str(model)
     conf = get_config(preset, base)
     return get_config(conf, overrides) if overrides else conf

@@ -3,18 +3,30 @@
 ::
 
     WORK/config.json                  the run's configuration (steps continue with it)
-    WORK/features/{train,test}/       feature stores (see landmark_retrieval.store)
+    WORK/features/{train,test}/       feature stores (see landmark_retrieval.store) + meta.json
     WORK/features/train/codebook.h5   codebook of aggregating backends (VLAD), fitted on train
-    WORK/retrieval.h5                 k nearest train images per test image
-    WORK/verification.csv             inliers of the re-ranked candidates (+ .json fingerprint)
+    WORK/retrieval.h5 (+ .json)       k nearest train images per test image
+    WORK/verification.csv (+ .json)   inliers of the re-ranked candidates
     WORK/predictions.csv              one landmark and confidence per test image
     WORK/failures.csv                 images without features, or decoded with errors
     WORK/missing.csv                  train.csv ids without an image file
+
+Every computed artifact has a *stamp* (``meta.json`` in a store, ``<stem>.json`` beside a file):
+the settings and input fingerprints it was computed from, written after it. A step whose
+stamp matches skips its work; one whose stamp differs recomputes (or, for features, refuses
+without ``overwrite``). This module also reads the artifacts that steps hand to each other.
 """
 from __future__ import annotations
 
+import csv
+import hashlib
+import json
+import os
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Union
+from typing import Any, Dict, List, Mapping, Optional, Tuple, Union
+
+import numpy as np
 
 PathLike = Union[str, Path]
 
@@ -45,10 +57,6 @@ def verification_path(work: PathLike) -> Path:
     return Path(work) / "verification.csv"
 
 
-def verification_fingerprint_path(work: PathLike) -> Path:
-    return Path(work) / "verification.json"
-
-
 def predictions_path(work: PathLike) -> Path:
     return Path(work) / "predictions.csv"
 
@@ -59,3 +67,148 @@ def failures_path(work: PathLike) -> Path:
 
 def missing_path(work: PathLike) -> Path:
     return Path(work) / "missing.csv"
+
+
+# --------------------------------------------------------------------------------------------
+# Stamps: what an artifact was computed from (the one staleness mechanism of every step)
+# --------------------------------------------------------------------------------------------
+def stamp_path(artifact: PathLike) -> Path:
+    """Where the stamp of ``artifact`` lives: ``<dir>/meta.json`` for a feature store,
+    ``<stem>.json`` beside a file (``retrieval.json``, ``verification.json``)."""
+    artifact = Path(artifact)
+    if artifact.suffix == "":  # a directory (a feature store)
+        return artifact / "meta.json"
+    return artifact.with_suffix(".json")
+
+
+def fingerprint(settings: Mapping[str, Any]) -> str:
+    """A short hash of JSON-able settings (what downstream stamps record of their inputs)."""
+    return hashlib.sha1(json.dumps(settings, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def read_stamp(artifact: PathLike) -> Optional[Dict[str, Any]]:
+    """The settings ``artifact`` was computed from, or None (never computed, or unreadable)."""
+    path = stamp_path(artifact)
+    if not path.is_file():
+        return None
+    try:
+        stamp = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return stamp if isinstance(stamp, dict) else None
+
+
+def write_stamp(artifact: PathLike, settings: Mapping[str, Any]) -> None:
+    """Record the settings ``artifact`` was computed from (atomically; after the artifact)."""
+    from .store import write_text_atomic
+
+    write_text_atomic(stamp_path(artifact), json.dumps(dict(settings), indent=2, sort_keys=True, default=str))
+
+
+def stamp_changes(artifact: PathLike, settings: Mapping[str, Any]) -> Optional[List[str]]:
+    """None when ``artifact`` exists and was computed from ``settings``, else what differs.
+
+    Returns:
+        None (up to date), ``[]`` (no stamp: never computed or interrupted), or
+        ``["key: old -> new", ...]`` for the settings that changed.
+    """
+    old = read_stamp(artifact)
+    artifact = Path(artifact)
+    if old is None or not artifact.exists():
+        return []
+    settings = json.loads(json.dumps(dict(settings), default=str))  # compare as stored
+    if old == settings:
+        return None
+    keys = sorted(set(old) | set(settings))
+    return [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in keys if old.get(k) != settings.get(k)]
+
+
+# --------------------------------------------------------------------------------------------
+# Readers of the artifacts steps hand to each other
+# --------------------------------------------------------------------------------------------
+@dataclass
+class Retrieval:
+    """Neighbours of each test image (``retrieval.h5``)."""
+
+    query_ids: List[str]
+    db_ids: List[str]
+    indices: np.ndarray  # (Q, k) int64 rows of db_ids, most similar first
+    scores: np.ndarray  # (Q, k) float32 cosine similarities
+
+    def neighbours(self, query_id: str) -> Tuple[List[str], np.ndarray]:
+        """Train ids and cosine scores of one test image, best first."""
+        row = self.query_ids.index(query_id)
+        return [self.db_ids[j] for j in self.indices[row]], self.scores[row]
+
+
+def load_retrieval(path: PathLike) -> Retrieval:
+    """Read ``retrieval.h5`` (a work directory is accepted too)."""
+    import h5py
+
+    path = Path(path)
+    if path.is_dir():
+        path = retrieval_path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"No retrieval result at {path}: run the retrieve step first")
+    with h5py.File(path, "r") as f:
+        return Retrieval(
+            query_ids=list(f["query_ids"].asstr()[()]),
+            db_ids=list(f["db_ids"].asstr()[()]),
+            indices=f["indices"][()],
+            scores=f["scores"][()],
+        )
+
+
+VERIFICATION_COLUMNS = ["query_id", "rank", "db_id", "num_matches", "inliers"]
+
+
+def load_verification(path: PathLike) -> Dict[str, Dict[str, Tuple[int, int]]]:
+    """Read ``verification.csv`` as ``{query_id: {db_id: (num_matches, inliers)}}``.
+
+    An incomplete last record (an interrupted write) is ignored, as are malformed rows.
+    """
+    out: Dict[str, Dict[str, Tuple[int, int]]] = {}
+    path = Path(path)
+    if path.is_dir():
+        path = verification_path(path)
+    if not path.is_file():
+        return out
+    with open(path, "rb") as fb:
+        complete = True
+        if fb.seek(0, os.SEEK_END) > 0:
+            fb.seek(-1, os.SEEK_END)
+            complete = fb.read(1) == b"\n"
+    rows: List[List[str]] = []
+    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+        reader = csv.reader(fh, strict=True)
+        try:
+            for row in reader:
+                rows.append(row)
+        except csv.Error:  # ends inside a quoted field: the last record is incomplete
+            complete = False
+    if rows and not complete:
+        rows.pop()
+    for row in rows:
+        if len(row) != 5 or row == VERIFICATION_COLUMNS:
+            continue
+        try:
+            out.setdefault(row[0], {})[row[2]] = (int(row[3]), int(row[4]))
+        except ValueError:
+            continue
+    return out
+
+
+Prediction = Optional[Tuple[int, float]]
+
+
+def read_predictions(path: PathLike, verified: bool = True) -> Dict[str, Prediction]:
+    """Read ``predictions.csv``: ``{test id: (label, score) or None}``."""
+    path = Path(path)
+    if path.is_dir():
+        path = predictions_path(path)
+    col_l, col_s = ("landmark_id", "score") if verified else ("global_landmark_id", "global_score")
+    out: Dict[str, Prediction] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        for row in csv.DictReader(fh):
+            out[row["id"]] = (int(row[col_l]), float(row[col_s])) if row[col_l] else None
+    return out

@@ -8,14 +8,12 @@ from pathlib import Path
 from typing import Dict, Optional, Union
 
 from .backends import Backend, make_backend
-from .config import Config
+from .config import Config, save_run_config
 from .dataset import Dataset, load_dataset
 from .evaluate import evaluate_run
 from .extract import extract, extract_candidates, train_local_deferred
-from .layout import config_path
 from .predict import predict
 from .retrieve import retrieve
-from .store import write_text_atomic
 from .submit import submit
 from .verify import verify
 
@@ -39,6 +37,9 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
         backend: Optional[Backend] = None) -> RunResult:
     """Run every step; each one skips work already done in ``work``.
 
+    ``conf`` is saved as ``WORK/config.json`` (the CLI's step commands continue with it); when
+    it differs from the configuration saved there before, a warning names the changed settings.
+
     Args:
         conf: configuration (see :func:`landmark_retrieval.config.get_config`).
         data: GLR-layout dataset root.
@@ -52,7 +53,8 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
     """
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
-    write_text_atomic(config_path(work), conf.to_json())
+    save_run_config(work, conf)  # the steps run later on this work directory continue with it
+    logger.info("Settings: %s", conf.summary())
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     timings: Dict[str, float] = {}
 

@@ -14,20 +14,21 @@ from __future__ import annotations
 
 import csv
 import logging
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
+from .candidates import Candidates, load_candidates
 from .config import Config, PredictConfig
 from .dataset import Dataset, load_dataset
-from .retrieve import load_retrieval, retrieval_path
-from .verify import load_verification, verification_path
+from .layout import Prediction, predictions_path, read_predictions, verification_path
 
 logger = logging.getLogger("landmark_retrieval")
 
-Prediction = Optional[Tuple[int, float]]
+__all__ = ["predict", "predict_one", "rerank", "vote", "total_scores", "Candidates", "load_candidates",
+           "Prediction", "predictions_path", "read_predictions"]
+
 
 
 def total_scores(global_scores: np.ndarray, inliers: np.ndarray, max_inlier_score: int,
@@ -67,35 +68,6 @@ def vote(labels: Sequence[int], scores: Sequence[float], top_k: int) -> Predicti
     return None  # unreachable
 
 
-@dataclass
-class Candidates:
-    """Retrieved and verified neighbours of one test image, in retrieval order."""
-
-    db_ids: List[str]
-    labels: np.ndarray  # (R,) int64
-    global_scores: np.ndarray  # (R,) float32
-    inliers: np.ndarray  # (R,) int64, first num_to_rerank only (0 when not verified)
-    num_matches: np.ndarray  # (R,) int64
-
-
-def load_candidates(work: Union[str, Path], labels: Dict[str, int], num_to_rerank: int,
-                    ) -> Dict[str, Candidates]:
-    """Join ``retrieval.h5`` and ``verification.csv`` (if present) per test image."""
-    retrieval = load_retrieval(retrieval_path(work))
-    verification = load_verification(verification_path(work))
-    out: Dict[str, Candidates] = {}
-    for row, q in enumerate(retrieval.query_ids):
-        ids = [retrieval.db_ids[j] for j in retrieval.indices[row]]
-        ver = verification.get(q, {})
-        inl = np.zeros(len(ids), np.int64)
-        nm = np.zeros(len(ids), np.int64)
-        for r, db_id in enumerate(ids[:num_to_rerank]):
-            nm[r], inl[r] = ver.get(db_id, (0, 0))
-        out[q] = Candidates(ids, np.array([labels[i] for i in ids], np.int64),
-                            retrieval.scores[row].astype(np.float32), inl, nm)
-    return out
-
-
 def predict_one(c: Candidates, conf: Config, verified: bool = True) -> Tuple[Prediction, List[str]]:
     """Prediction and re-ranked train ids of one test image.
 
@@ -110,20 +82,6 @@ def predict_one(c: Candidates, conf: Config, verified: bool = True) -> Tuple[Pre
     pred = vote(c.labels[:n][order], totals, conf.predict.top_k)
     ranking = [c.db_ids[i] for i in order] + list(c.db_ids[n:])
     return pred, ranking
-
-
-def predictions_path(work: Union[str, Path]) -> Path:
-    return Path(work) / "predictions.csv"
-
-
-def read_predictions(path: Union[str, Path], verified: bool = True) -> Dict[str, Prediction]:
-    """Read ``predictions.csv``: ``{test id: (label, score) or None}``."""
-    col_l, col_s = ("landmark_id", "score") if verified else ("global_landmark_id", "global_score")
-    out: Dict[str, Prediction] = {}
-    with open(path, newline="") as fh:
-        for row in csv.DictReader(fh):
-            out[row["id"]] = (int(row[col_l]), float(row[col_s])) if row[col_l] else None
-    return out
 
 
 def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path]) -> Path:

@@ -16,10 +16,15 @@ T = TypeVar("T")
 _ENABLED: Optional[bool] = None  # None: decide from the environment
 
 
-def set_progress(enabled: Optional[bool]) -> None:
-    """Force progress bars on or off (None: on for a terminal or Jupyter, off otherwise)."""
+def set_progress(enabled: Optional[bool]) -> Optional[bool]:
+    """Force progress bars on or off (None: on for a terminal or Jupyter, off otherwise).
+
+    Returns:
+        The previous setting (to restore it).
+    """
     global _ENABLED
-    _ENABLED = enabled
+    previous, _ENABLED = _ENABLED, enabled
+    return previous
 
 
 def progress_enabled() -> bool:

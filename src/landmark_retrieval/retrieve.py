@@ -6,7 +6,8 @@ Output ``WORK/retrieval.h5``::
     db_ids     (N,)   train ids (those with a global descriptor and a label)
     indices    (Q, k) int64 rows of db_ids, most similar first
     scores     (Q, k) float32 cosine similarities
-    attrs: fingerprint (what the result was computed from; a match skips recomputation)
+
+and its stamp ``WORK/retrieval.json`` (what it was computed from; a match skips the step).
 
 Similarities are float32 products computed in memory-bounded blocks (faiss when importable),
 never as one full matrix. With ``retrieve.half_precision`` the train descriptors are held as
@@ -14,10 +15,7 @@ float16 (6.5 GB instead of 12.9 GB for GLR2020's 1.58 M train images at 2048-d).
 """
 from __future__ import annotations
 
-import hashlib
-import json
 import logging
-from dataclasses import dataclass
 from pathlib import Path
 from typing import List, Tuple, Union
 
@@ -26,9 +24,18 @@ import numpy as np
 
 from .config import Config
 from .dataset import Dataset, load_dataset
-from .layout import feature_dir, retrieval_path
+from .layout import (
+    Retrieval,
+    feature_dir,
+    fingerprint,
+    load_retrieval,
+    read_stamp,
+    retrieval_path,
+    stamp_changes,
+    write_stamp,
+)
 from .progress import progress
-from .store import FeatureStore, publish, read_meta, write_error
+from .store import FeatureStore, publish, write_error
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -128,41 +135,16 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
     return scores, indices
 
 
-@dataclass
-class Retrieval:
-    """Neighbours of each test image (see the module docstring)."""
-
-    query_ids: List[str]
-    db_ids: List[str]
-    indices: np.ndarray  # (Q, k) int64
-    scores: np.ndarray  # (Q, k) float32
-
-    def neighbours(self, query_id: str) -> Tuple[List[str], np.ndarray]:
-        """Train ids and cosine scores of one test image, best first."""
-        row = self.query_ids.index(query_id)
-        return [self.db_ids[j] for j in self.indices[row]], self.scores[row]
-
-
-def load_retrieval(path: Union[str, Path]) -> Retrieval:
-    path = Path(path)
-    if not path.is_file():
-        raise FileNotFoundError(f"No retrieval result at {path}: run the retrieve step first")
-    with h5py.File(path, "r") as f:
-        return Retrieval(
-            query_ids=list(f["query_ids"].asstr()[()]),
-            db_ids=list(f["db_ids"].asstr()[()]),
-            indices=f["indices"][()],
-            scores=f["scores"][()],
-        )
-
-
-def _fingerprint(q_ids: List[str], db_ids: List[str], settings: tuple, work: Path) -> str:
-    h = hashlib.sha1()
-    for ids in (q_ids, db_ids):
-        h.update("\n".join(ids).encode())
-        h.update(b"|")
-    h.update(json.dumps([settings, read_meta(feature_dir(work, "train"))], sort_keys=True, default=str).encode())
-    return h.hexdigest()
+def retrieval_settings(conf: Config, q_ids: List[str], db_ids: List[str], work: Path) -> dict:
+    """What a retrieval result is computed from (its stamp): settings, ids, train features."""
+    return {
+        "k": conf.retrieve.k,
+        "half_precision": conf.retrieve.half_precision,
+        "query_ids": fingerprint({"ids": q_ids}),
+        "db_ids": fingerprint({"ids": db_ids}),
+        "train_features": fingerprint(read_stamp(feature_dir(work, "train")) or {}),
+        "test_features": fingerprint(read_stamp(feature_dir(work, "test")) or {}),
+    }
 
 
 def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
@@ -184,12 +166,13 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
         db_ids = [i for i in dataset.train_ids if i in have_db and i in labels]
         q_ids = [i for i in dataset.test_ids if i in have_q]
         out = retrieval_path(work)
-        fp = _fingerprint(q_ids, db_ids, (conf.retrieve.k, conf.retrieve.half_precision), work)
-        if out.is_file() and not overwrite:
-            with h5py.File(out, "r") as f:
-                if f.attrs.get("fingerprint") == fp:
-                    logger.info("Retrieval is up to date (%s)", out)
-                    return out
+        settings = retrieval_settings(conf, q_ids, db_ids, work)
+        changes = stamp_changes(out, settings)
+        if changes is None and not overwrite:
+            logger.info("Retrieval is up to date (%s)", out)
+            return out
+        if changes:
+            logger.info("Retrieving again: %s", "; ".join(changes))
         if not db_ids:
             raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: "
                                "run extract first")
@@ -207,9 +190,12 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
             f.create_dataset("db_ids", data=np.array(db_ids, dtype=object), dtype=_STR)
             f.create_dataset("indices", data=indices)
             f.create_dataset("scores", data=scores)
-            f.attrs["fingerprint"] = fp
         publish(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)
         raise write_error(out, exc) from exc
+    write_stamp(out, settings)
     return out
+
+
+__all__ = ["knn", "retrieve", "Retrieval", "load_retrieval", "retrieval_path"]

@@ -30,7 +30,6 @@ Only this module knows the layout.
 from __future__ import annotations
 
 import errno
-import json
 import logging
 import os
 import shutil
@@ -40,7 +39,7 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import h5py
 import numpy as np
 
-from .backends.base import Features
+from .features import Features
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -461,13 +460,18 @@ class FeatureStore:
 
 
 def read_meta(directory: Union[str, Path]) -> Optional[dict]:
-    """The settings a store was made with, or None for a new store."""
-    path = Path(directory) / "meta.json"
-    return json.loads(path.read_text()) if path.is_file() else None
+    """The settings a store was made with (its stamp, ``meta.json``), or None for a new store."""
+    from .layout import read_stamp
+
+    return read_stamp(directory)
 
 
 def write_meta(directory: Union[str, Path], meta: dict) -> None:
-    write_text_atomic(Path(directory) / "meta.json", json.dumps(meta, indent=2, sort_keys=True))
+    """Record the settings a store is made with (see :func:`landmark_retrieval.layout.write_stamp`)."""
+    from .layout import write_stamp
+
+    Path(directory).mkdir(parents=True, exist_ok=True)
+    write_stamp(directory, meta)
 
 
 def write_text_atomic(path: Union[str, Path], text: str) -> Path:

@@ -19,9 +19,7 @@ from __future__ import annotations
 
 import concurrent.futures as cf
 import csv
-import hashlib
 import io
-import json
 import logging
 import multiprocessing as mp
 import os
@@ -36,16 +34,30 @@ from typing import Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
-from .backends.base import Features
 from .config import Config, VerifyConfig
-from .layout import feature_dir, retrieval_path, verification_fingerprint_path, verification_path
+from .features import Features
+from .layout import (
+    VERIFICATION_COLUMNS,
+    Retrieval,
+    feature_dir,
+    fingerprint,
+    load_retrieval,
+    load_verification,
+    read_stamp,
+    retrieval_path,
+    stamp_changes,
+    verification_path,
+    write_stamp,
+)
 from .progress import progress
-from .retrieve import Retrieval, load_retrieval
 from .store import FeatureStore, write_error, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
-COLUMNS = ["query_id", "rank", "db_id", "num_matches", "inliers"]
+__all__ = ["verify", "verify_pair", "match_descriptors", "estimate_homography", "PairResult",
+           "load_verification", "verification_path"]
+
+COLUMNS = VERIFICATION_COLUMNS
 
 
 # --------------------------------------------------------------------------------------------
@@ -269,50 +281,11 @@ def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
 # --------------------------------------------------------------------------------------------
 # Step entry point
 # --------------------------------------------------------------------------------------------
-def _fingerprint(conf: VerifyConfig, work: Path) -> str:
+def verification_settings(conf: VerifyConfig, work: Path) -> dict:
+    """What verification results are computed from (their stamp): settings and retrieval."""
     settings = {k: v for k, v in asdict(conf).items() if k not in ("num_workers", "enabled")}
-    h = hashlib.sha1(json.dumps(settings, sort_keys=True).encode())
-    rp = retrieval_path(work)
-    if rp.is_file():
-        import h5py
-
-        with h5py.File(rp, "r") as f:
-            h.update(str(f.attrs.get("fingerprint", "")).encode())
-    return h.hexdigest()
-
-
-def load_verification(path: Union[str, Path]) -> Dict[str, Dict[str, Tuple[int, int]]]:
-    """Read ``verification.csv`` as ``{query_id: {db_id: (num_matches, inliers)}}``.
-
-    An incomplete last record (an interrupted write) is ignored, as are malformed rows.
-    """
-    out: Dict[str, Dict[str, Tuple[int, int]]] = {}
-    path = Path(path)
-    if not path.is_file():
-        return out
-    with open(path, "rb") as fb:
-        complete = True
-        if fb.seek(0, os.SEEK_END) > 0:
-            fb.seek(-1, os.SEEK_END)
-            complete = fb.read(1) == b"\n"
-    rows: List[List[str]] = []
-    with open(path, newline="", encoding="utf-8", errors="replace") as fh:
-        reader = csv.reader(fh, strict=True)
-        try:
-            for row in reader:
-                rows.append(row)
-        except csv.Error:  # ends inside a quoted field: the last record is incomplete
-            complete = False
-    if rows and not complete:
-        rows.pop()
-    for row in rows:
-        if len(row) != 5 or row == COLUMNS:
-            continue
-        try:
-            out.setdefault(row[0], {})[row[2]] = (int(row[3]), int(row[4]))
-        except ValueError:
-            continue
-    return out
+    settings["retrieval"] = fingerprint(read_stamp(retrieval_path(work)) or {})
+    return settings
 
 
 def _rows_text(query_id: str, candidates: List[str], results) -> str:
@@ -343,16 +316,13 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
     out = verification_path(work)
     retrieval = load_retrieval(retrieval_path(work))
     tasks = _tasks(retrieval, vc.num_to_rerank)
-    fp_path = verification_fingerprint_path(work)
-    fp = _fingerprint(vc, work)
+    settings = verification_settings(vc, work)
+    changes = stamp_changes(out, settings)
     done: Dict[str, Dict[str, Tuple[int, int]]] = {}
-    if out.is_file() and not overwrite and fp_path.is_file():
-        try:
-            same = json.loads(fp_path.read_text()).get("fingerprint") == fp
-        except ValueError:
-            same = False
-        if same:
-            done = load_verification(out)
+    if changes is None and not overwrite:
+        done = load_verification(out)
+    elif changes:
+        logger.info("Verifying again: %s", "; ".join(changes))
     # keep only test images whose candidates were all verified; rewrite the file cleanly (atomically)
     expected = dict(tasks)
     done = {q: r for q, r in done.items() if q in expected and all(c in r for c in expected[q])}
@@ -360,7 +330,7 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
     csv.writer(header, lineterminator="\n").writerow(COLUMNS)
     write_text_atomic(out, header.getvalue() + "".join(
         _rows_text(q, cands, [done[q][c] for c in cands]) for q, cands in tasks if q in done))
-    write_text_atomic(fp_path, json.dumps({"fingerprint": fp, "verify": asdict(vc)}, indent=2))
+    write_stamp(out, settings)
     todo = [t for t in tasks if t[0] not in done and t[1]]
     with FeatureStore(feature_dir(work, "train")) as train:
         candidates = {c for _, cands in todo for c in cands}

@@ -17,7 +17,6 @@ matches are those of the run (DEGENSAC is seeded: the inliers drawn are the ones
 """
 from __future__ import annotations
 
-import json
 import logging
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -26,22 +25,23 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .config import Config, get_config
+from .backends import BACKENDS, score_label
+from .candidates import Candidates, load_candidates
+from .config import Config, resolve_run_config
 from .dataset import Dataset, load_dataset
 from .extract import feature_dir
 from .images import read_image
-from .predict import Candidates, predict_one
-from .retrieve import load_retrieval, retrieval_path
+from .predict import predict_one
 from .store import FeatureStore, read_meta
-from .verify import load_verification, verification_path, verify_pair
+from .verify import verify_pair
 from .viz import plot_keypoints, plot_matches, plot_retrieval
 
 logger = logging.getLogger("landmark_retrieval")
 
 DataArg = Union[str, Path, Dataset]
 
-#: what the stored ``scores`` of each backend are
-SCORE_NAMES = {"delg": "DELG attention", "sift": "SIFT response"}
+#: what the stored ``scores`` of each backend are (from the backend registry)
+SCORE_NAMES = {name: info.score_label for name, info in BACKENDS.items()}
 
 
 # --------------------------------------------------------------------------------------------
@@ -53,18 +53,17 @@ def _dataset(data: DataArg) -> Dataset:
 
 def load_run_config(work: Union[str, Path], preset: Optional[str] = None,
                     overrides: Union[Mapping, Sequence[str], None] = None) -> Config:
-    """The configuration of a run: ``preset`` when given, else ``WORK/config.json``, else defaults.
+    """The configuration of a run: the one saved in ``WORK/config.json`` (else ``default``).
+
+    Never changes the saved file (see :func:`landmark_retrieval.config.resolve_run_config`,
+    with ``save=False``); settings that differ from it are named in a warning.
 
     Args:
-        work: the run's work directory (``pipeline.run`` saves ``config.json`` there).
-        preset: a preset name; when given, ``config.json`` is ignored.
+        work: the run's work directory (``pipeline.run`` and every CLI step save ``config.json``).
+        preset: a preset name that replaces the saved configuration.
         overrides: applied last (nested dict or ``"section.option=value"`` strings).
     """
-    saved = Path(work) / "config.json"
-    if preset is None and saved.is_file():
-        conf = get_config("default", json.loads(saved.read_text()))
-        return get_config(conf, overrides) if overrides else conf
-    return get_config(preset or "default", overrides)
+    return resolve_run_config(work, preset, overrides, save=False)
 
 
 def _conf(work: Union[str, Path], conf: Optional[Config]) -> Config:
@@ -74,19 +73,7 @@ def _conf(work: Union[str, Path], conf: Optional[Config]) -> Config:
 def query_candidates(dataset: Dataset, work: Union[str, Path], query_id: str,
                      num_to_rerank: int) -> Candidates:
     """Retrieved neighbours of one test image with their verification results."""
-    retrieval = load_retrieval(retrieval_path(work))
-    if query_id not in retrieval.query_ids:
-        sample = ", ".join(retrieval.query_ids[:5])
-        raise KeyError(f"Test image {query_id!r} has no retrieval result in {work} "
-                       f"(known test ids include: {sample})")
-    ids, scores = retrieval.neighbours(query_id)
-    ver = load_verification(verification_path(work)).get(query_id, {})
-    labels = dataset.labels()
-    inl = np.zeros(len(ids), np.int64)
-    nm = np.zeros(len(ids), np.int64)
-    for r, db_id in enumerate(ids[:num_to_rerank]):
-        nm[r], inl[r] = ver.get(db_id, (0, 0))
-    return Candidates(ids, np.array([labels[i] for i in ids], np.int64), np.asarray(scores, np.float32), inl, nm)
+    return load_candidates(work, dataset.labels(), num_to_rerank, [query_id])[query_id]
 
 
 def _local_features(store: FeatureStore, split: str, image_id: str):
@@ -140,26 +127,31 @@ def neighbour_table(data: DataArg, work: Union[str, Path], query_id: str,
     return pd.DataFrame(rows)
 
 
-def pick_query(data: DataArg, work: Union[str, Path], conf: Optional[Config] = None) -> str:
-    """A test image worth looking at: the one whose best verified neighbour has the most inliers.
+def pick_pair(data: DataArg, work: Union[str, Path], conf: Optional[Config] = None) -> Tuple[str, str]:
+    """A (test id, train id) pair worth looking at: the verified pair with the most inliers.
 
     With ``solution.csv`` only correctly labelled neighbours count (when there are any).
     """
-    from .predict import load_candidates
-
     dataset = _dataset(data)
     conf = _conf(work, conf)
     candidates = load_candidates(work, dataset.labels(), conf.verify.num_to_rerank)
     if not candidates:
         raise RuntimeError(f"No test image has retrieval results in {work}: run the pipeline first")
-    best: Tuple[int, int, str] = (-1, -1, next(iter(candidates)))
+    first = next(iter(candidates))
+    best: Tuple[int, int, str, str] = (-1, -1, first, candidates[first].db_ids[0] if candidates[first].db_ids else "")
     for q, c in candidates.items():
         truth = _truth(dataset, q) or []
-        for label, inl in zip(c.labels, c.inliers):
-            key = (int(int(label) in truth), int(inl), q)
+        for db_id, label, inl in zip(c.db_ids, c.labels, c.inliers):
+            key = (int(int(label) in truth), int(inl), q, db_id)
             if key[:2] > best[:2]:
                 best = key
-    return best[2]
+    return best[2], best[3]
+
+
+def pick_query(data: DataArg, work: Union[str, Path], conf: Optional[Config] = None) -> str:
+    """A test image worth looking at: the one whose best verified neighbour has the most inliers
+    (see :func:`pick_pair`)."""
+    return pick_pair(data, work, conf)[0]
 
 
 def best_neighbour(data: DataArg, work: Union[str, Path], query_id: str,
@@ -238,7 +230,7 @@ def show_keypoints(data: DataArg, work: Union[str, Path], split: str, image_id: 
     with FeatureStore(directory) as store:
         feats = _local_features(store, split, image_id)
     backend = (read_meta(directory) or {}).get("name", "")
-    label = SCORE_NAMES.get(backend, "score")
+    label = score_label(backend)
     return plot_keypoints(read_image(dataset.path(split, image_id)), feats.keypoints, feats.scores,
                           title=f"{split} {image_id}: {len(feats)} keypoints, coloured by {label}",
                           score_label=label, dpi=dpi)
@@ -282,6 +274,6 @@ def save_show_figures(data: DataArg, work: Union[str, Path], out: Union[str, Pat
 
 
 __all__ = [
-    "load_run_config", "query_candidates", "neighbour_table", "pick_query", "best_neighbour",
+    "load_run_config", "query_candidates", "neighbour_table", "pick_pair", "pick_query", "best_neighbour",
     "show_query", "show_pair", "show_keypoints", "save_show_figures",
 ]

@@ -45,10 +45,13 @@ def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
     return textured_image(h, w, seed)
 
 
-def make(path, **conf):
+def make(path, max_image_size=None, **delg):
+    """A DELG backend on ``path``; keyword arguments other than max_image_size go to extract.delg."""
     from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.config import DelgConfig
 
-    return make_backend(ExtractConfig(backend="delg", model_path=str(path), **conf))
+    return make_backend(ExtractConfig(backend="delg", model_path=str(path), max_image_size=max_image_size,
+                                      delg=DelgConfig(**delg)))
 
 
 def assert_valid(feats, dim=128):
@@ -142,9 +145,9 @@ def test_tf1_and_tf2_exports_give_identical_features(delg_model):
 def test_global_scales_ind_fed_or_gathered_alike(delg_model):
     """Models without ``input_global_scales_ind`` get their rows gathered in numpy instead."""
     img = textured(200, 240, 5)
-    ref = make(delg_model("tf1"), delg_global_scales_ind=(1, 2))
-    fed_tf1 = make(delg_model("tf1", with_global_scales_ind=True), delg_global_scales_ind=(1, 2))
-    fed_tf2 = make(delg_model("tf2"), delg_global_scales_ind=(1, 2))
+    ref = make(delg_model("tf1"), global_scales_ind=(1, 2))
+    fed_tf1 = make(delg_model("tf1", with_global_scales_ind=True), global_scales_ind=(1, 2))
+    fed_tf2 = make(delg_model("tf2"), global_scales_ind=(1, 2))
     assert not ref.model.has_global_scales_ind and fed_tf1.model.has_global_scales_ind
     g = ref.extract(img).global_descriptor
     np.testing.assert_allclose(fed_tf1.extract(img).global_descriptor, g, rtol=1e-5, atol=1e-6)
@@ -163,10 +166,10 @@ def test_global_scales_ind_fed_or_gathered_alike(delg_model):
 def test_feed_order_threshold_and_max_features(delg_model, style):
     """threshold 0 keeps every location, max 7 keeps 7: swapped inputs would give 0 features."""
     img = textured(160, 200, 1)
-    feats = make(delg_model(style), delg_score_threshold=0.0, delg_max_feature_num=7).extract(img)
+    feats = make(delg_model(style), score_threshold=0.0, max_keypoints=7).extract(img)
     assert len(feats) == 7
     assert_valid(feats)
-    none = make(delg_model(style), delg_score_threshold=1e9, delg_max_feature_num=1000).extract(img)
+    none = make(delg_model(style), score_threshold=1e9, max_keypoints=1000).extract(img)
     assert len(none) == 0 and none.descriptors.shape == (0, 128)
     assert_valid(none)
     raw = make(delg_model(style)).model(img, [1.0], abs_thres=0.0, max_feature_num=7)
@@ -178,8 +181,9 @@ def test_default_baseline_settings_give_a_reasonable_number_of_features(delg_mod
     backend = make(delg_model("tf1"))
     assert backend.describe() == {
         "name": "delg", "model_path": str(Path(delg_model("tf1")).resolve()), "style": "tf1",
-        "scales": list(BASELINE_SCALES), "score_threshold": 175.0, "max_feature_num": 1000,
-        "global_scales_ind": None, "max_image_size": None, "local": True, "global": True,
+        "max_image_size": None,
+        "delg": {"scales": list(BASELINE_SCALES), "score_threshold": 175.0, "max_keypoints": 1000,
+                 "global_scales_ind": None, "local": True, "global_": True},
     }
     feats = backend.extract(textured(512, 512, 2))
     assert_valid(feats)
@@ -194,8 +198,8 @@ def test_default_baseline_settings_give_a_reasonable_number_of_features(delg_mod
 def test_keypoints_are_xy_inside_the_image_and_map_back_after_resize(delg_model):
     h, w = 400, 600  # wide image: x spans further than y
     img = textured(h, w, 3)
-    backend = make(delg_model("tf1"), max_image_size=300, delg_score_threshold=0.0,
-                   delg_max_feature_num=100_000)
+    backend = make(delg_model("tf1"), max_image_size=300, score_threshold=0.0,
+                   max_keypoints=100_000)
     feats = backend.extract(img)
     assert feats.image_size == (w, h)
     kp = feats.keypoints
@@ -211,7 +215,7 @@ def test_keypoints_are_xy_inside_the_image_and_map_back_after_resize(delg_model)
     np.testing.assert_allclose(kp, expected, atol=1e-3)
     np.testing.assert_allclose(feats.descriptors, l2_normalize_rows(raw["features"]), atol=1e-5)
     # Without resize, keypoints are the box centres on the original image.
-    full = make(delg_model("tf1"), delg_score_threshold=0.0, delg_max_feature_num=50, delg_scales=(1.0,))
+    full = make(delg_model("tf1"), score_threshold=0.0, max_keypoints=50, scales=(1.0,))
     raw = full.model(img, [1.0], abs_thres=0.0, max_feature_num=50)
     np.testing.assert_allclose(full.extract(img).keypoints, boxes_to_keypoints(raw["boxes"]))
 
@@ -238,9 +242,9 @@ def test_global_only_and_local_only_models(delg_model, style):
 @pytest.mark.slow
 def test_config_switches_off_heads(delg_model):
     img = textured(150, 150, 6)
-    feats = make(delg_model("tf1"), delg_local=False).extract(img)
+    feats = make(delg_model("tf1"), local=False).extract(img)
     assert len(feats) == 0 and feats.global_descriptor is not None
-    feats = make(delg_model("tf2"), delg_global=False).extract(img)
+    feats = make(delg_model("tf2"), global_=False).extract(img)
     assert len(feats) > 0 and feats.global_descriptor is None
 
 
@@ -260,7 +264,7 @@ def test_tiny_and_odd_images(delg_model, style):
         assert feats.image_size == (shape[1], shape[0])
         assert_valid(feats)
     # a scale that makes a 1-px image vanish: ValueError naming the size, nothing worse
-    small_scale = make(delg_model(style), delg_scales=(0.25,))
+    small_scale = make(delg_model(style), scales=(0.25,))
     try:
         feats = small_scale.extract(textured(1, 1))
         assert len(feats) == 0

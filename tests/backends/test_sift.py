@@ -17,14 +17,14 @@ def test_root_sift_is_unit_hellinger():
 
 def test_sift_backend_shapes_and_coordinates():
     image = load_photo("astronaut")
-    b = make_backend(get_config("demo", ["extract.sift_max_keypoints=300"]).extract)
+    b = make_backend(get_config("demo", ["extract.sift.max_keypoints=300"]).extract)
     f = b.extract(image)
     assert f.keypoints.shape == (300, 2) and f.descriptors.shape == (300, 128)
     assert f.global_descriptor is None and f.image_size == (image.shape[1], image.shape[0])
     assert np.allclose(np.linalg.norm(f.descriptors, axis=1), 1, atol=1e-5)
     assert (f.keypoints >= 0).all() and (f.keypoints[:, 0] < image.shape[1]).all()
     # max_image_size maps keypoints back to the original pixels
-    small = make_backend(get_config("demo", ["extract.sift_max_keypoints=300", "extract.max_image_size=256"]).extract)
+    small = make_backend(get_config("demo", ["extract.sift.max_keypoints=300", "extract.max_image_size=256"]).extract)
     g = small.extract(image)
     assert g.keypoints[:, 0].max() > 300  # original coordinates, not the 256-px image's
     d = np.linalg.norm(f.keypoints[:, None] - g.keypoints[None], axis=2).min(0)

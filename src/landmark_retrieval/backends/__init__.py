@@ -1,26 +1,91 @@
-"""Feature-extraction backends: ``sift`` (RootSIFT + VLAD) and ``delg`` (DELG SavedModel)."""
+"""Feature-extraction backends, registered in one place: :data:`BACKENDS`.
+
+Each entry says where the backend's class lives (imported on first use: TensorFlow only for
+``delg``), which ``extract.<section>`` settings it reads, what its keypoint scores are and
+whether it needs a model directory. :func:`make_backend`, the CLI's ``--backend`` choices,
+``landmark-retrieval presets``, the pictures of :mod:`landmark_retrieval.visualize` and
+:func:`landmark_retrieval.kaggle.choose_config` all read it, so a new backend is its module, its
+settings section in :class:`landmark_retrieval.config.ExtractConfig` and one entry here
+(or a call to :func:`register_backend`).
+"""
 from __future__ import annotations
 
-from ..config import ExtractConfig
+import importlib
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Dict, Optional, Tuple
+
 from .base import Backend, Features, GlobalAggregator
 
-BACKENDS = ("sift", "delg")
+if TYPE_CHECKING:  # config imports this package lazily; no import cycle at run time
+    from ..config import ExtractConfig
 
 
-def make_backend(conf: ExtractConfig) -> Backend:
-    """Instantiate the backend named by ``conf.backend``.
+@dataclass(frozen=True)
+class BackendInfo:
+    """What the rest of the package knows about a backend."""
 
-    TensorFlow is imported only for ``delg``.
-    """
-    if conf.backend == "sift":
-        from .sift import SiftBackend
+    name: str  # the value of extract.backend
+    factory: str  # "module:Class" (module relative to this package, or absolute); Class(ExtractConfig)
+    sections: Tuple[str, ...]  # the ExtractConfig sections it reads, e.g. ("sift", "vlad")
+    score_label: str  # what its keypoint scores are, e.g. "DELG attention"
+    needs_model: bool  # reads extract.model_path
+    preset: str  # the preset that kaggle.choose_config(preset="auto") picks for it
+    description: str  # one line for --help
 
-        return SiftBackend(conf)
-    if conf.backend == "delg":
-        from .delg import DelgBackend
-
-        return DelgBackend(conf)
-    raise ValueError(f"Unknown backend {conf.backend!r}; choose one of {BACKENDS}")
+    def load(self) -> type:
+        """Import and return the backend class."""
+        module, _, attribute = self.factory.partition(":")
+        return getattr(importlib.import_module(module, __name__), attribute)
 
 
-__all__ = ["Backend", "Features", "GlobalAggregator", "make_backend", "BACKENDS"]
+BACKENDS: Dict[str, BackendInfo] = {}
+
+
+def register_backend(info: BackendInfo) -> None:
+    """Add (or replace) a backend; its ``sections`` must be fields of ``ExtractConfig``."""
+    from ..config import extract_sections
+
+    unknown = set(info.sections) - set(extract_sections())
+    if unknown:
+        raise ValueError(f"Backend {info.name!r} reads unknown extract sections {sorted(unknown)}; "
+                         f"ExtractConfig has: {', '.join(extract_sections())}")
+    BACKENDS[info.name] = info
+
+
+BACKENDS.update({
+    "sift": BackendInfo("sift", ".sift:SiftBackend", ("sift", "vlad"), "SIFT response", needs_model=False,
+                        preset="demo", description="RootSIFT + VLAD, no weights"),
+    "delg": BackendInfo("delg", ".delg:DelgBackend", ("delg",), "DELG attention", needs_model=True,
+                        preset="kaggle-baseline", description="DELG SavedModel (TensorFlow), needs a model"),
+})
+
+
+def backend_info(name: str) -> BackendInfo:
+    """The registry entry of a backend, or a ValueError listing the known ones."""
+    try:
+        return BACKENDS[name]
+    except KeyError:
+        raise ValueError(f"Unknown backend {name!r}; choose one of: {', '.join(BACKENDS)}") from None
+
+
+def default_backend(model: bool) -> str:
+    """The first registered backend that needs a model (``model`` true) or that does not."""
+    for info in BACKENDS.values():
+        if info.needs_model == bool(model):
+            return info.name
+    raise ValueError(f"No registered backend {'needs' if model else 'works without'} a model")
+
+
+def score_label(name: Optional[str]) -> str:
+    """What the stored keypoint ``scores`` of a backend are (``"score"`` when unknown)."""
+    info = BACKENDS.get(name or "")
+    return info.score_label if info else "score"
+
+
+def make_backend(conf: "ExtractConfig") -> Backend:
+    """Instantiate the backend named by ``conf.backend`` (its module is imported now)."""
+    return backend_info(conf.backend).load()(conf)
+
+
+__all__ = ["Backend", "Features", "GlobalAggregator", "BackendInfo", "BACKENDS", "backend_info",
+           "default_backend", "make_backend", "register_backend", "score_label"]

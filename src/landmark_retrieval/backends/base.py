@@ -1,52 +1,22 @@
 """The feature-extractor interface every backend implements.
 
-Conventions (fixed here once for the whole package):
-
-* keypoints are ``(x, y)`` float32 pixel coordinates **of the original image** (pixel centres at
-  integer coordinates), shape (N, 2);
-* local descriptors are row-major float32 (N, D), L2-normalised;
-* ``scores`` (N,) is the detector response (DELG attention, SIFT response);
-  ``scales`` (N,) the keypoint scale (DELG: 1 / image scale, SIFT: keypoint size);
-* the global descriptor is float32 (G,), L2-normalised, or None when the backend computes it
-  later from local descriptors (VLAD, see :class:`GlobalAggregator`).
-
-An image with no features gives arrays of shape (0, 2), (0, D), (0,), (0,).
+A backend turns an RGB uint8 image into :class:`~landmark_retrieval.features.Features` (see that
+module for the conventions: keypoints in original-image pixels, unit descriptors). Backends whose
+global descriptor is built from local ones after a codebook is fitted on train images (VLAD)
+provide a :class:`GlobalAggregator`.
 """
 from __future__ import annotations
 
 import abc
-from dataclasses import dataclass
-from typing import Optional, Tuple
+import dataclasses
+import json
+from typing import Any, Optional
 
 import numpy as np
 
+from ..features import Features
 
-@dataclass
-class Features:
-    """Features of one image (see the module docstring for conventions)."""
-
-    keypoints: np.ndarray  # (N, 2) float32, (x, y) original-image pixels
-    descriptors: np.ndarray  # (N, D) float32, unit rows
-    scores: np.ndarray  # (N,) float32
-    scales: np.ndarray  # (N,) float32
-    image_size: Tuple[int, int]  # (width, height) of the original image
-    global_descriptor: Optional[np.ndarray] = None  # (G,) float32 unit, or None
-
-    @classmethod
-    def empty(cls, dim: int, image_size: Tuple[int, int] = (0, 0),
-              global_descriptor: Optional[np.ndarray] = None) -> "Features":
-        """Features with no keypoints and correctly shaped empty arrays."""
-        return cls(
-            keypoints=np.zeros((0, 2), np.float32),
-            descriptors=np.zeros((0, dim), np.float32),
-            scores=np.zeros((0,), np.float32),
-            scales=np.zeros((0,), np.float32),
-            image_size=image_size,
-            global_descriptor=global_descriptor,
-        )
-
-    def __len__(self) -> int:
-        return int(self.keypoints.shape[0])
+__all__ = ["Backend", "Features", "GlobalAggregator"]
 
 
 class GlobalAggregator(abc.ABC):
@@ -68,6 +38,8 @@ class Backend(abc.ABC):
     local_dim: int = 0
     #: set when global descriptors come from local ones after a codebook is fitted on train images
     aggregator: Optional[GlobalAggregator] = None
+    #: the backend's ``ExtractConfig`` (set by the constructor); None for hand-made backends
+    conf: Optional[Any] = None
 
     @abc.abstractmethod
     def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
@@ -78,5 +50,18 @@ class Backend(abc.ABC):
         """
 
     def describe(self) -> dict:
-        """Settings that change the features (stored with them to detect mismatches)."""
-        return {"name": self.name}
+        """Settings that change the features (stored in the feature store's ``meta.json`` and
+        compared there, to detect features made with other settings).
+
+        The backend's name, ``max_image_size`` and every ``extract`` section it reads (see
+        :data:`landmark_retrieval.backends.BACKENDS`), as JSON values.
+        """
+        out: dict = {"name": self.name}
+        if self.conf is not None:
+            from . import BACKENDS
+
+            out["max_image_size"] = self.conf.max_image_size
+            info = BACKENDS.get(self.name)
+            for section in info.sections if info else ():
+                out[section] = dataclasses.asdict(getattr(self.conf, section))
+        return json.loads(json.dumps(out))  # tuples as lists: equal to what meta.json reads back

@@ -331,40 +331,34 @@ class DelgBackend(Backend):
             raise ValueError("The delg backend needs a DELG SavedModel directory: pass --model PATH "
                              "(extract.model_path), e.g. .../delg-saved-models/local_and_global")
         self.conf = conf
-        self.scales = np.asarray(conf.delg_scales, np.float32).reshape(-1)
+        delg = conf.delg
+        self.scales = np.asarray(delg.scales, np.float32).reshape(-1)
         if self.scales.size == 0 or not np.all(self.scales > 0):
-            raise ValueError(f"extract.delg_scales must be positive numbers, got {conf.delg_scales}")
+            raise ValueError(f"extract.delg.scales must be positive numbers, got {delg.scales}")
         self.global_scales_ind: Optional[Tuple[int, ...]] = None
-        if conf.delg_global_scales_ind is not None:
-            ind = tuple(int(i) for i in conf.delg_global_scales_ind)
+        if delg.global_scales_ind is not None:
+            ind = tuple(int(i) for i in delg.global_scales_ind)
             if not ind or min(ind) < 0 or max(ind) >= self.scales.size:
-                raise ValueError(f"extract.delg_global_scales_ind {ind} must index delg_scales "
+                raise ValueError(f"extract.delg.global_scales_ind {ind} must index extract.delg.scales "
                                  f"(0..{self.scales.size - 1})")
             self.global_scales_ind = ind
         self.model = load_delg(conf.model_path)
-        self.want_local = bool(conf.delg_local and self.model.has_local)
-        self.want_global = bool(conf.delg_global and self.model.has_global)
-        if conf.delg_local and not self.model.has_local:
+        self.want_local = bool(delg.local and self.model.has_local)
+        self.want_global = bool(delg.global_ and self.model.has_global)
+        if delg.local and not self.model.has_local:
             logger.warning("DELG model %s has no local head: local features will be empty",
                            self.model.path)
-        if conf.delg_global and not self.model.has_global:
+        if delg.global_ and not self.model.has_global:
             logger.warning("DELG model %s has no global head: no global descriptors",
                            self.model.path)
         self.local_dim = self.model.local_dim or DEFAULT_LOCAL_DIM
 
     def describe(self) -> dict:
-        return {
-            "name": self.name,
-            "model_path": str(self.model.path.resolve()),
-            "style": self.model.style,
-            "scales": [float(s) for s in self.conf.delg_scales],
-            "score_threshold": float(self.conf.delg_score_threshold),
-            "max_feature_num": int(self.conf.delg_max_feature_num),
-            "global_scales_ind": None if self.global_scales_ind is None else list(self.global_scales_ind),
-            "max_image_size": self.conf.max_image_size,
-            "local": self.want_local,
-            "global": self.want_global,
-        }
+        """The ``extract.delg`` section (``local``/``global_``: what the model can give too), the
+        model's resolved path and export style, and ``max_image_size``."""
+        out = super().describe()
+        out["delg"].update(local=self.want_local, global_=self.want_global)
+        return {**out, "model_path": str(self.model.path.resolve()), "style": self.model.style}
 
     def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
         """Features of an RGB uint8 image (H, W, 3).
@@ -386,8 +380,8 @@ class DelgBackend(Backend):
         if not (local or want_global) or min(rh, rw) < 1:
             return Features.empty(self.local_dim, (width, height))
         try:
-            out = self.model(resized, self.scales, self.conf.delg_score_threshold,
-                             self.conf.delg_max_feature_num, self.global_scales_ind,
+            out = self.model(resized, self.scales, self.conf.delg.score_threshold,
+                             self.conf.delg.max_keypoints, self.global_scales_ind,
                              fetch_local=local, fetch_global=want_global)
         except MemoryError:
             raise

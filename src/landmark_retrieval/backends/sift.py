@@ -4,7 +4,8 @@ RootSIFT (Arandjelovic & Zisserman 2012): SIFT descriptors L1-normalised, then s
 so that Euclidean distance between them is the Hellinger kernel; rows come out L2-unit.
 VLAD: residuals of the descriptors to their nearest k-means word, summed per word,
 intra-normalised per word (optional), signed power-law normalised, L2-normalised.
-The codebook is fitted on train images only and stored with the features.
+The codebook is fitted on train images only (OpenCV k-means, seeded by ``extract.vlad.seed``)
+and stored with the features.
 """
 from __future__ import annotations
 
@@ -43,7 +44,7 @@ class VladAggregator(GlobalAggregator):
         self.max_training = int(max_training_descriptors)
 
     def fit(self, descriptors: np.ndarray) -> np.ndarray:
-        """k-means on descriptors (M, D) -> codebook (K, D) float32 (K <= M)."""
+        """k-means on descriptors (M, D) -> codebook (K, D) float32 (K <= M), seeded."""
         x = np.ascontiguousarray(descriptors, np.float32)
         if len(x) == 0:
             raise ValueError("Cannot fit a VLAD codebook: the train images gave no local descriptors")
@@ -51,16 +52,11 @@ class VladAggregator(GlobalAggregator):
         if len(x) > self.max_training:
             x = x[np.sort(rng.choice(len(x), self.max_training, replace=False))]
         k = min(self.num_words, len(x))
-        try:
-            import faiss
-
-            km = faiss.Kmeans(x.shape[1], k, niter=25, seed=self.seed, verbose=False, min_points_per_centroid=1)
-            km.train(x)
-            centroids = km.centroids
-        except ImportError:
-            cv2.setRNGSeed(self.seed)
-            criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 25, 1e-4)
-            _, _, centroids = cv2.kmeans(x, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
+        # OpenCV's k-means, also when faiss is installed: the codebook (and so every score) is then
+        # the same with and without the [faiss] extra. It takes seconds for 200,000 descriptors.
+        cv2.setRNGSeed(self.seed)
+        criteria = (cv2.TERM_CRITERIA_EPS + cv2.TERM_CRITERIA_MAX_ITER, 25, 1e-4)
+        _, _, centroids = cv2.kmeans(x, k, None, criteria, 1, cv2.KMEANS_PP_CENTERS)
         return np.ascontiguousarray(centroids, np.float32)
 
     def encode(self, descriptors: np.ndarray, codebook: np.ndarray) -> np.ndarray:
@@ -82,23 +78,28 @@ class VladAggregator(GlobalAggregator):
 
 
 class SiftBackend(Backend):
-    """RootSIFT keypoints/descriptors (OpenCV SIFT) + VLAD global descriptor."""
+    """RootSIFT keypoints/descriptors (OpenCV SIFT) + VLAD global descriptor.
+
+    Reads ``extract.sift`` and ``extract.vlad`` (see :data:`landmark_retrieval.backends.BACKENDS`);
+    :meth:`Backend.describe` stores both sections with the features.
+    """
 
     name = "sift"
     local_dim = 128
 
     def __init__(self, conf: Optional[ExtractConfig] = None):
         self.conf = conf or ExtractConfig(backend="sift")
+        sift, vlad = self.conf.sift, self.conf.vlad
         self._sift = cv2.SIFT_create(
-            nfeatures=int(self.conf.sift_max_keypoints),
-            contrastThreshold=float(self.conf.sift_contrast_threshold),
+            nfeatures=int(sift.max_keypoints),
+            contrastThreshold=float(sift.contrast_threshold),
         )
         self.aggregator = VladAggregator(
-            num_words=self.conf.vlad_num_words,
-            power=self.conf.vlad_power,
-            intra_normalization=self.conf.vlad_intra_normalization,
-            seed=self.conf.seed,
-            max_training_descriptors=self.conf.vlad_max_training_descriptors,
+            num_words=vlad.num_words,
+            power=vlad.power,
+            intra_normalization=vlad.intra_normalization,
+            seed=vlad.seed,
+            max_training_descriptors=vlad.max_training_descriptors,
         )
 
     def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
@@ -113,7 +114,7 @@ class SiftBackend(Backend):
         if desc is None or not kps:
             return Features.empty(self.local_dim, (w, h))
         # OpenCV may return slightly more than nfeatures (ties in response): keep the strongest
-        order = np.argsort([-k.response for k in kps], kind="stable")[: self.conf.sift_max_keypoints]
+        order = np.argsort([-k.response for k in kps], kind="stable")[: self.conf.sift.max_keypoints]
         kps = [kps[i] for i in order]
         desc = desc[order]
         xy = np.array([k.pt for k in kps], np.float32).reshape(-1, 2)
@@ -124,16 +125,3 @@ class SiftBackend(Backend):
             scales=np.array([k.size for k in kps], np.float32) / np.float32(factors[0]),
             image_size=(w, h),
         )
-
-    def describe(self) -> dict:
-        c = self.conf
-        return {
-            "name": self.name,
-            "max_image_size": c.max_image_size,
-            "sift_max_keypoints": c.sift_max_keypoints,
-            "sift_contrast_threshold": c.sift_contrast_threshold,
-            "vlad_num_words": c.vlad_num_words,
-            "vlad_power": c.vlad_power,
-            "vlad_intra_normalization": c.vlad_intra_normalization,
-            "seed": c.seed,
-        }

@@ -1,0 +1,48 @@
+"""Features of one image: the record every backend produces and every store keeps.
+
+Conventions (fixed here once for the whole package):
+
+* keypoints are ``(x, y)`` float32 pixel coordinates **of the original image** (pixel centres at
+  integer coordinates), shape (N, 2);
+* local descriptors are row-major float32 (N, D), L2-normalised;
+* ``scores`` (N,) is the detector response (DELG attention, SIFT response);
+  ``scales`` (N,) the keypoint scale (DELG: 1 / image scale, SIFT: keypoint size);
+* the global descriptor is float32 (G,), L2-normalised, or None when the backend computes it
+  later from local descriptors (VLAD).
+
+An image with no features gives arrays of shape (0, 2), (0, D), (0,), (0,).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Optional, Tuple
+
+import numpy as np
+
+
+@dataclass
+class Features:
+    """Features of one image (see the module docstring for conventions)."""
+
+    keypoints: np.ndarray  # (N, 2) float32, (x, y) original-image pixels
+    descriptors: np.ndarray  # (N, D) float32, unit rows
+    scores: np.ndarray  # (N,) float32
+    scales: np.ndarray  # (N,) float32
+    image_size: Tuple[int, int]  # (width, height) of the original image
+    global_descriptor: Optional[np.ndarray] = None  # (G,) float32 unit, or None
+
+    @classmethod
+    def empty(cls, dim: int, image_size: Tuple[int, int] = (0, 0),
+              global_descriptor: Optional[np.ndarray] = None) -> "Features":
+        """Features with no keypoints and correctly shaped empty arrays."""
+        return cls(
+            keypoints=np.zeros((0, 2), np.float32),
+            descriptors=np.zeros((0, dim), np.float32),
+            scores=np.zeros((0,), np.float32),
+            scales=np.zeros((0,), np.float32),
+            image_size=image_size,
+            global_descriptor=global_descriptor,
+        )
+
+    def __len__(self) -> int:
+        return int(self.keypoints.shape[0])
