@@ -63,6 +63,7 @@ def test_cli_errors_are_reported_not_raised(tmp_path, caplog):
     assert main(["run", "--data", str(tmp_path / "nope"), "--work", str(tmp_path / "w")]) == 2
     assert "does not exist" in caplog.text
     assert main(["extract", "--data", str(tmp_path), "--set", "verify.bogus=1"]) == 2
+    assert "Unknown option verify.bogus" in caplog.text and "num_to_rerank" in caplog.text  # valid ones listed
 
 
 def test_console_script_and_presets(capsys):

@@ -4,10 +4,10 @@ import pytest
 
 from landmark_retrieval.dataset import Solution
 from landmark_retrieval.evaluate import (
-    evaluate,
     global_average_precision,
     mean_average_precision,
     relevant_train_images,
+    score_submission,
     top1_accuracy,
 )
 
@@ -65,7 +65,7 @@ def test_evaluate_files_with_usage(tmp_path):
     sub = tmp_path / "submission.csv"
     sub.write_text("id,landmarks\na,1 0.9\nb,5 0.8\nc,1 0.95\nd,3 0.99\n")
     out = tmp_path / "m.json"
-    m = evaluate(sub, sol, json_out=out)
+    m = score_submission(sub, sol, json_out=out)
     # scored (d ignored): c (wrong, 0.95), a (correct, 0.9), b (wrong): (1/2) / 2
     assert m["gap"] == pytest.approx(0.25)
     assert m["gap_public"] == pytest.approx(0.5)  # c wrong then a correct, M = 1

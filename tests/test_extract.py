@@ -8,7 +8,7 @@ from landmark_retrieval.backends.base import Backend, Features
 from landmark_retrieval.config import get_config
 from landmark_retrieval.dataset import load_dataset
 from landmark_retrieval.extract import extract, feature_dir
-from landmark_retrieval.store import FeatureStore
+from landmark_retrieval.store import FeatureStore, read_meta
 
 
 class CountingBackend(Backend):
@@ -70,6 +70,9 @@ def test_changed_settings_are_detected(small_dataset, tmp_path):
         extract(get_config("demo", ["extract.sift.max_keypoints=50"]), small_dataset, work, splits=("train",))
     extract(get_config("demo", ["extract.sift.max_keypoints=50"]), small_dataset, work, splits=("train",),
             overwrite=True)
+    store = FeatureStore(work / "features" / "train")  # re-extracted with the new settings
+    assert store.local_ids and max(len(store.local(i)) for i in store.local_ids) == 50
+    assert read_meta(work / "features" / "train")["sift"]["max_keypoints"] == 50
 
 
 def test_codebook_fit_reads_a_bounded_sample(small_dataset, tmp_path, monkeypatch):

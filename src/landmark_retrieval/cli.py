@@ -395,7 +395,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         print("\n".join(_demo_scores(result.metrics or {})))
         return 0
     if cmd == "evaluate":
-        from .evaluate import evaluate, evaluate_run
+        from .evaluate import evaluate_run, score_submission
 
         if args.submission:
             if args.work or args.preset or args.overrides:
@@ -403,7 +403,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             solution = args.solution or (args.data / "solution.csv" if args.data else None)
             if solution is None:
                 raise ValueError("evaluate --submission needs --solution (or --data with a solution.csv)")
-            _print_metrics(evaluate(args.submission, solution), args.json)
+            _print_metrics(score_submission(args.submission, solution), args.json)
             return 0
         if args.data and args.work:
             _print_metrics(evaluate_run(_step_config(args, save=False), args.data, args.work), args.json)
@@ -446,6 +446,9 @@ def _dispatch(args: argparse.Namespace) -> int:
         print(f"use it with: landmark-retrieval run --backend delg --model {path} ...")
         return 0
 
+    if cmd in ("retrieve", "verify", "predict", "submit") and not (args.work / "features").is_dir():
+        _step_config(args, save=False)  # bad options are reported first
+        raise FileNotFoundError(f"{args.work} holds no features: run `extract` (or `run`) with this --work first")
     conf = _step_config(args)
     if cmd == "run":
         from .pipeline import run
@@ -475,7 +478,7 @@ def _dispatch(args: argparse.Namespace) -> int:
     elif cmd == "verify":
         from .verify import verify
 
-        verify(conf, args.work, overwrite=args.overwrite)
+        verify(conf, getattr(args, "data", None), args.work, overwrite=args.overwrite)
     elif cmd == "predict":
         from .predict import predict
 
@@ -484,7 +487,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .submit import submit
 
         verified = conf.verify.enabled and not args.global_only
-        print(f"submission: {submit(args.data, args.work, args.out, verified=verified)}")
+        print(f"submission: {submit(conf, args.data, args.work, out=args.out, verified=verified)}")
     return 0
 
 

@@ -23,15 +23,15 @@ from .metrics import (  # re-exported: evaluate.global_average_precision etc. ke
 logger = logging.getLogger("landmark_retrieval")
 
 __all__ = [
-    "evaluate", "evaluate_run", "format_metrics",
+    "evaluate", "evaluate_run", "score_submission", "format_metrics",
     # from .metrics
     "global_average_precision", "top1_accuracy", "mean_average_precision", "relevant_train_images",
     "score_predictions",
 ]
 
 
-def evaluate(submission: Union[str, Path], solution: Union[str, Path, Solution],
-             json_out: Optional[Union[str, Path]] = None) -> Dict[str, float]:
+def score_submission(submission: Union[str, Path], solution: Union[str, Path, Solution],
+                     json_out: Optional[Union[str, Path]] = None) -> Dict[str, float]:
     """Score a ``submission.csv`` against a Kaggle ``solution.csv``.
 
     Returns:
@@ -83,6 +83,18 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
     for name, ranking in rankings.items():
         metrics[f"{name}_map100"] = mean_average_precision(ranking, relevant, 100)
     return metrics
+
+
+def evaluate(conf, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False) -> Path:
+    """Step 6: score a run (see :func:`evaluate_run`) and write ``WORK/metrics.json``.
+
+    Always recomputed (it takes seconds); ``overwrite`` is accepted for a uniform signature.
+    """
+    from .layout import metrics_path
+    from .store import write_text_atomic
+
+    metrics = evaluate_run(conf, data, work)
+    return write_text_atomic(metrics_path(work), json.dumps(metrics, indent=2))
 
 
 def format_metrics(metrics: Mapping[str, float]) -> str:

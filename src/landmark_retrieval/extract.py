@@ -238,21 +238,20 @@ def write_failures(work: Union[str, Path], stores: Dict[str, FeatureStore], data
     return write_text_atomic(failures_path(work), _csv_text(["split", "id", "path", "error"], rows))
 
 
-def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
-            splits: Sequence[str] = SPLITS, overwrite: bool = False,
-            backend: Optional[Backend] = None) -> Dict[str, Path]:
-    """Extract features for a GLR dataset.
+def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False,
+            *, splits: Sequence[str] = SPLITS, backend: Optional[Backend] = None) -> Path:
+    """Step 1: extract features for a GLR dataset.
 
     Args:
         conf: pipeline configuration (``conf.extract`` is used).
         data: dataset root (or a loaded :class:`Dataset`).
         work: work directory; features go to ``work/features/<split>``.
-        splits: which splits to process.
         overwrite: delete stored features made with other settings instead of raising.
+        splits: which splits to process.
         backend: an already-built backend (e.g. a loaded DELG model) to reuse.
 
     Returns:
-        ``{split: store directory}``.
+        ``WORK/features`` (one store per split inside).
     """
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
@@ -276,7 +275,7 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     write_failures(work, stores, dataset)
     for store in stores.values():
         store.close()
-    return {split: feature_dir(work, split) for split in stores}
+    return feature_dir(work, "train").parent
 
 
 def train_local_deferred(conf: Config, backend: Backend) -> bool:
@@ -291,7 +290,7 @@ def train_local_deferred(conf: Config, backend: Backend) -> bool:
 
 
 def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
-                       backend: Optional[Backend] = None) -> Path:
+                       overwrite: bool = False, *, backend: Optional[Backend] = None) -> Path:
     """Extract local features of the train images that some test image re-ranks.
 
     Used with ``extract.train_local = "candidates"``, after the retrieve step: the candidates

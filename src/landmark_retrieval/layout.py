@@ -8,6 +8,7 @@
     WORK/retrieval.h5 (+ .json)       k nearest train images per test image
     WORK/verification.csv (+ .json)   inliers of the re-ranked candidates
     WORK/predictions.csv              one landmark and confidence per test image
+    WORK/metrics.json                 scores of the run (with a solution.csv)
     WORK/failures.csv                 images without features, or decoded with errors
     WORK/missing.csv                  train.csv ids without an image file
 
@@ -59,6 +60,10 @@ def verification_path(work: PathLike) -> Path:
 
 def predictions_path(work: PathLike) -> Path:
     return Path(work) / "predictions.csv"
+
+
+def metrics_path(work: PathLike) -> Path:
+    return Path(work) / "metrics.json"
 
 
 def failures_path(work: PathLike) -> Path:

@@ -1,6 +1,7 @@
 """The whole pipeline: extract -> retrieve -> verify -> predict -> submit (-> evaluate)."""
 from __future__ import annotations
 
+import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -10,8 +11,9 @@ from typing import Dict, Optional, Union
 from .backends import Backend, make_backend
 from .config import Config, save_run_config
 from .dataset import Dataset, load_dataset
-from .evaluate import evaluate_run
+from .evaluate import evaluate
 from .extract import extract, extract_candidates, train_local_deferred
+from .layout import metrics_path
 from .predict import predict
 from .retrieve import retrieve
 from .submit import submit
@@ -71,13 +73,14 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
     if conf.verify.enabled:
         if train_local_deferred(conf, backend):
             timed("extract candidates", extract_candidates, conf, dataset, work, backend=backend)
-        timed("verify", verify, conf, work, overwrite=overwrite)
+        timed("verify", verify, conf, dataset, work, overwrite=overwrite)
     timed("predict", predict, conf, dataset, work)
-    submission = timed("submit", submit, dataset, work, out, verified=conf.verify.enabled)
+    submission = timed("submit", submit, conf, dataset, work, out=out)
     metrics, score_error = None, getattr(dataset, "solution_error", None)
     if dataset.solution is not None and score_error is None:
         try:
-            metrics = timed("evaluate", evaluate_run, conf, dataset, work)
+            timed("evaluate", evaluate, conf, dataset, work)
+            metrics = json.loads(metrics_path(work).read_text())
         except (ValueError, KeyError) as exc:  # scoring fails, never the submission
             score_error = str(exc)
     if score_error:

@@ -84,8 +84,10 @@ def predict_one(c: Candidates, conf: Config, verified: bool = True) -> Tuple[Pre
     return pred, ranking
 
 
-def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path]) -> Path:
-    """Predict one landmark per test image, with and without verification.
+def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False) -> Path:
+    """Step 4: predict one landmark per test image, with and without verification.
+
+    Always recomputed (it takes seconds); ``overwrite`` is accepted for a uniform signature.
 
     Returns:
         Path of ``WORK/predictions.csv`` (one row per test id of the dataset).

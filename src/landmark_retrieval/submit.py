@@ -10,6 +10,7 @@ import logging
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
 
+from .config import Config
 from .dataset import Dataset, load_dataset
 from .predict import Prediction, predictions_path, read_predictions
 
@@ -67,9 +68,22 @@ def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, flo
     return out
 
 
-def submit(data: Union[str, Path, Dataset], work: Union[str, Path],
-           out: Union[str, Path] = "submission/submission.csv", verified: bool = True) -> Path:
-    """Write the submission from ``WORK/predictions.csv`` for every test id of the dataset."""
+def submit(conf: Optional[Config], data: Union[str, Path, Dataset], work: Union[str, Path],
+           overwrite: bool = True, *, out: Union[str, Path] = "submission/submission.csv",
+           verified: Optional[bool] = None) -> Path:
+    """Step 5: write the submission from ``WORK/predictions.csv`` for every test id of the dataset.
+
+    Args:
+        conf: the run's configuration (``verify.enabled`` chooses verified or global-only
+            predictions when ``verified`` is None).
+        overwrite: replace an existing file at ``out`` (written atomically either way).
+        out: the submission path.
+        verified: use the verified predictions (True) or the global-only ones (False).
+    """
+    if verified is None:
+        verified = conf.verify.enabled if conf is not None else True
+    if not overwrite and Path(out).exists():
+        raise FileExistsError(f"{out} exists: pass overwrite=True (or another --out) to replace it")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     preds = read_predictions(predictions_path(work), verified=verified)
     path = write_submission(preds, dataset.test_ids, out)

@@ -30,12 +30,15 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Dict, List, Optional, Tuple, Union
 
 import numpy as np
 
 from .config import Config, VerifyConfig
 from .features import Features
+
+if TYPE_CHECKING:
+    from .dataset import Dataset
 from .layout import (
     VERIFICATION_COLUMNS,
     Retrieval,
@@ -302,8 +305,12 @@ def _tasks(retrieval: Retrieval, n: int) -> List[Tuple[str, List[str]]]:
     ]
 
 
-def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Path:
-    """Verify the ``conf.verify.num_to_rerank`` best candidates of every test image.
+def verify(conf: Config, data: Union[str, Path, "Dataset", None], work: Union[str, Path],
+           overwrite: bool = False) -> Path:
+    """Step 3: verify the ``conf.verify.num_to_rerank`` best candidates of every test image.
+
+    ``data`` is not read (everything comes from the work directory): it is there so that every
+    step has the signature ``step(conf, data, work, overwrite)``; None is fine.
 
     Resumes an interrupted run (the result is the same as an uninterrupted run's); settings
     that differ from the stored results' start over.
@@ -328,8 +335,10 @@ def verify(conf: Config, work: Union[str, Path], overwrite: bool = False) -> Pat
     done = {q: r for q, r in done.items() if q in expected and all(c in r for c in expected[q])}
     header = io.StringIO()
     csv.writer(header, lineterminator="\n").writerow(COLUMNS)
-    write_text_atomic(out, header.getvalue() + "".join(
-        _rows_text(q, cands, [done[q][c] for c in cands]) for q, cands in tasks if q in done))
+    text = header.getvalue() + "".join(
+        _rows_text(q, cands, [done[q][c] for c in cands]) for q, cands in tasks if q in done)
+    if not (out.is_file() and out.read_text(encoding="utf-8") == text):  # untouched when nothing changes
+        write_text_atomic(out, text)
     write_stamp(out, settings)
     todo = [t for t in tasks if t[0] not in done and t[1]]
     with FeatureStore(feature_dir(work, "train")) as train:
