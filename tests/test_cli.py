@@ -197,14 +197,15 @@ def test_each_command_takes_only_the_options_it_uses():
             "--help", "--quiet", "--verbose"}
 
     settings = {"--work", "--preset", "--set"}
-    run = {"--data", "--out", "--backend", "--model", "--workers", "--overwrite", "--json"}
+    data = {"--data", "--task"}
+    run = data | {"--out", "--backend", "--model", "--workers", "--overwrite", "--json"}
     assert options("run") == run | settings
-    assert options("extract") == {"--data", "--backend", "--model", "--overwrite", "--candidates"} | settings
-    assert options("retrieve") == {"--data", "--overwrite"} | settings
+    assert options("extract") == data | {"--backend", "--model", "--overwrite", "--candidates"} | settings
+    assert options("retrieve") == data | {"--overwrite"} | settings
     assert options("verify") == {"--workers", "--overwrite"} | settings
-    assert options("predict") == {"--data"} | settings
-    assert options("submit") == {"--data", "--work", "--out", "--global-only"}
-    assert options("evaluate") == {"--submission", "--solution", "--data", "--json"} | settings
+    assert options("predict") == data | settings
+    assert options("submit") == data | {"--work", "--out", "--global-only"}
+    assert options("evaluate") == {"--submission", "--solution", "--json"} | data | settings
 
 
 def test_presets_name_shows_only_its_backends_settings(capsys):

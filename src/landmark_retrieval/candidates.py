@@ -23,15 +23,17 @@ class Candidates:
     global_scores: np.ndarray  # (R,) float32 cosine similarities
     inliers: np.ndarray  # (R,) int64, first num_to_rerank only (0 when not verified)
     num_matches: np.ndarray  # (R,) int64 putative matches, likewise
+    query_label: int = -1  # retrieval task, label-aware: the query's inferred landmark (-1: unknown)
 
 
-def load_candidates(work: Union[str, Path], labels: Mapping[str, int], num_to_rerank: int,
+def load_candidates(work: Union[str, Path], labels: Optional[Mapping[str, int]], num_to_rerank: int,
                     query_ids: Optional[Sequence[str]] = None) -> Dict[str, Candidates]:
     """Join ``retrieval.h5`` and ``verification.csv`` (if present) per test image.
 
     Args:
         work: the run's work directory.
-        labels: train id -> landmark id.
+        labels: train id -> landmark id (recognition). None for the retrieval task: the index
+            images' inferred landmarks when the run is label-aware, else -1.
         num_to_rerank: how many of the first neighbours carry verification results.
         query_ids: only these test images (default: every test image with neighbours).
 
@@ -56,6 +58,12 @@ def load_candidates(work: Union[str, Path], labels: Mapping[str, int], num_to_re
         nm = np.zeros(len(ids), np.int64)
         for r, db_id in enumerate(ids[:num_to_rerank]):
             nm[r], inl[r] = ver.get(db_id, (0, 0))
-        out[q] = Candidates(ids, np.array([labels[i] for i in ids], np.int64),
-                            retrieval.scores[row].astype(np.float32), inl, nm)
+        if labels is not None:
+            lab = np.array([labels[i] for i in ids], np.int64)
+        elif retrieval.db_labels is not None:
+            lab = retrieval.db_labels[retrieval.indices[row]].astype(np.int64)
+        else:
+            lab = np.full(len(ids), -1, np.int64)
+        query_label = int(retrieval.query_labels[row]) if retrieval.query_labels is not None else -1
+        out[q] = Candidates(ids, lab, retrieval.scores[row].astype(np.float32), inl, nm, query_label)
     return out

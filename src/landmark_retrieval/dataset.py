@@ -1,12 +1,22 @@
-"""GLR2020 dataset layout.
+"""GLR dataset layouts: recognition (GLR2020) and retrieval (GLR2021).
 
-::
+Recognition (Kaggle ``landmark-recognition-2020``)::
 
     DATA/train.csv                      id,landmark_id
     DATA/train/{a}/{b}/{c}/{id}.jpg     id = "abc..." (Kaggle ids are 16 hex characters)
     DATA/test/{a}/{b}/{c}/{id}.jpg      test ids = the image files found under test/
     DATA/solution.csv                   optional, Kaggle solution format: id,landmarks,Usage
                                         (landmarks = space-separated ints, possibly empty)
+
+Retrieval (Kaggle ``landmark-retrieval-2021``): the database is ``index/``::
+
+    DATA/index/{a}/{b}/{c}/{id}.jpg     index ids = the image files found under index/
+    DATA/test/{a}/{b}/{c}/{id}.jpg
+    DATA/train.csv + DATA/train/        optional: labelled images (label-aware re-ranking)
+    DATA/solution.csv                   optional: id,images,Usage (images = space-separated
+                                        relevant index ids, possibly empty)
+
+The task is detected from the layout (an ``index/`` folder means retrieval) unless given.
 
 The CSV files are read with the ``csv`` module (UTF-8; quoted ids may hold commas, quotes and
 newlines; extra columns are allowed) and every problem raises an error naming the file, the line
@@ -56,18 +66,48 @@ class Solution:
         }
 
 
+TASKS = ("recognition", "retrieval")
+
+
+@dataclass
+class RetrievalSolution:
+    """Ground truth of the retrieval task: relevant index ids per test id, and Kaggle's Usage."""
+
+    images: Dict[str, List[str]]
+    usage: Dict[str, str] = field(default_factory=dict)
+
+    def subset(self, usage: Optional[str]) -> Dict[str, List[str]]:
+        """Ground truth restricted to one Usage (``Public``/``Private``); ``Ignored`` rows dropped."""
+        return {
+            k: v for k, v in self.images.items()
+            if self.usage.get(k, "Public") != "Ignored" and (usage is None or self.usage.get(k) == usage)
+        }
+
+
 @dataclass
 class Dataset:
-    """A GLR-layout dataset on disk."""
+    """A GLR-layout dataset on disk (recognition or retrieval, see the module docstring)."""
 
     root: Path
-    train: pd.DataFrame  # columns: id (str), landmark_id (int64)
+    train: pd.DataFrame  # columns: id (str), landmark_id (int64); empty for retrieval without train.csv
     test_ids: List[str]
-    solution: Optional[Solution] = None
+    solution: Optional[Union[Solution, RetrievalSolution]] = None
     #: why ``solution.csv`` could not be read (then ``solution`` is None); scoring raises it
     solution_error: Optional[str] = None
+    task: str = "recognition"
+    index_ids: List[str] = field(default_factory=list)
     _test_paths: Dict[str, Path] = field(default_factory=dict, repr=False)
     _train_paths: Optional[Dict[str, Path]] = field(default=None, repr=False)
+    _index_paths: Dict[str, Path] = field(default_factory=dict, repr=False)
+
+    @property
+    def db_split(self) -> str:
+        """The split test images are matched against: ``train`` (recognition) or ``index``."""
+        return "index" if self.task == "retrieval" else "train"
+
+    @property
+    def has_train(self) -> bool:
+        return len(self.train) > 0
 
     @property
     def train_ids(self) -> List[str]:
@@ -80,6 +120,8 @@ class Dataset:
     def path(self, split: str, image_id: str) -> Path:
         if split == "test" and image_id in self._test_paths:
             return self._test_paths[image_id]
+        if split == "index" and image_id in self._index_paths:
+            return self._index_paths[image_id]
         if split == "train" and self._train_paths and image_id in self._train_paths:
             return self._train_paths[image_id]
         return image_path(self.root, split, image_id)
@@ -99,7 +141,9 @@ class Dataset:
             return self.train_ids
         if split == "test":
             return list(self.test_ids)
-        raise ValueError(f"Unknown split {split!r}; expected 'train' or 'test'")
+        if split == "index":
+            return list(self.index_ids)
+        raise ValueError(f"Unknown split {split!r}; expected 'train', 'index' or 'test'")
 
 
 _INT_RE = re.compile(r"[+-]?[0-9]+")
@@ -307,6 +351,31 @@ def read_train_csv(path: Union[str, Path]) -> pd.DataFrame:
     return pd.DataFrame({"id": pd.Series(ids, dtype=object), "landmark_id": labels})
 
 
+def read_retrieval_solution_csv(path: Union[str, Path]) -> RetrievalSolution:
+    """Read a GLR2021 solution file ``id,images[,Usage]`` (images: space-separated index ids).
+
+    Raises:
+        FileNotFoundError: no file at ``path``.
+        ValueError: naming the path and the line: an empty, binary or ragged file, a missing
+            column, a repeated id.
+    """
+    path = Path(path)
+    table = _read_csv_table(path, ("id", "images"), "id,images[,Usage]", "one row per test image",
+                            optional=("Usage",))
+    ids, values = table.columns["id"], table.columns["images"]
+    usages = table.columns.get("Usage")
+    images: Dict[str, List[str]] = {}
+    usage: Dict[str, str] = {}
+    for n, (image_id, value) in enumerate(zip(ids, values)):
+        if image_id in images:
+            line = table.lines()[n]
+            raise ValueError(f"{path}, line {line}: duplicate id {image_id!r}; every test image must be listed once")
+        images[image_id] = value.split()
+        if usages is not None:
+            usage[image_id] = usages[n].strip() or "Public"
+    return RetrievalSolution(images, usage)
+
+
 def read_solution_csv(path: Union[str, Path]) -> Solution:
     """Read a Kaggle solution file ``id,landmarks[,Usage]`` (more columns are allowed).
 
@@ -397,8 +466,17 @@ def find_images(directory: Union[str, Path]) -> Dict[str, Path]:
     return found
 
 
-def load_dataset(root: Union[str, Path]) -> Dataset:
+def detect_task(root: Union[str, Path]) -> str:
+    """``retrieval`` when ``root`` has an ``index/`` folder, else ``recognition``."""
+    return "retrieval" if (Path(root) / "index").is_dir() else "recognition"
+
+
+def load_dataset(root: Union[str, Path], task: Optional[str] = None) -> Dataset:
     """Load a GLR-layout dataset (see the module docstring).
+
+    Args:
+        root: the dataset folder.
+        task: ``recognition`` or ``retrieval``; None detects it from the layout.
 
     A ``solution.csv`` that cannot be read does not raise: the dataset gets ``solution=None``
     and the message in ``solution_error`` (logged once as an error), so that the submission is
@@ -411,7 +489,20 @@ def load_dataset(root: Union[str, Path]) -> Dataset:
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"Dataset directory {root} does not exist")
-    train = read_train_csv(root / "train.csv")
+    task = task or detect_task(root)
+    if task not in TASKS:
+        raise ValueError(f"Unknown task {task!r}; expected one of {TASKS}")
+    index_paths: Dict[str, Path] = {}
+    if task == "retrieval":
+        if not (root / "index").is_dir():
+            raise FileNotFoundError(f"No index/ folder in {root}: a retrieval dataset has index images in "
+                                    f"{root / 'index'}/a/b/c/<id>.jpg (or use --task recognition)")
+        index_paths = find_images(root / "index")
+        has_csv = (root / "train.csv").exists()
+        train = read_train_csv(root / "train.csv") if has_csv else pd.DataFrame(
+            {"id": pd.Series([], dtype=object), "landmark_id": pd.Series([], dtype="int64")})
+    else:
+        train = read_train_csv(root / "train.csv")
     test_dir = root / "test"
     if not test_dir.is_dir():
         raise FileNotFoundError(f"No test/ folder in {root}: test images go in {test_dir}/a/b/c/<id>.jpg")
@@ -421,14 +512,16 @@ def load_dataset(root: Union[str, Path]) -> Dataset:
     solution_error: Optional[str] = None
     if solution_path.exists() or solution_path.is_symlink():  # a dangling link is an error too
         try:
-            solution = read_solution_csv(solution_path)
+            solution = (read_retrieval_solution_csv if task == "retrieval" else read_solution_csv)(solution_path)
         except (ValueError, OSError) as exc:  # never stops the run: only scoring needs it
             solution_error = str(exc)
             logger.error("Cannot read %s, the run will not be scored: %s", solution_path, solution_error)
     logger.info(
-        "Dataset %s: %d train images (%d landmarks), %d test images%s",
-        root, len(train), train["landmark_id"].nunique(), len(test_paths),
+        "Dataset %s (%s): %s%d train images (%d landmarks), %d test images%s", root, task,
+        f"{len(index_paths)} index images, " if task == "retrieval" else "",
+        len(train), train["landmark_id"].nunique(), len(test_paths),
         ", with solution.csv" if solution else "",
     )
     return Dataset(root=root, train=train, test_ids=list(test_paths), solution=solution,
-                   solution_error=solution_error, _test_paths=test_paths)
+                   solution_error=solution_error, task=task, index_ids=list(index_paths),
+                   _test_paths=test_paths, _index_paths=index_paths)

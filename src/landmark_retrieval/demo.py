@@ -138,6 +138,10 @@ class DemoSpec:
     test_strength: float = 1.3  # test views are harder than train views
     test_partial: float = 0.5  # share of test views that show part of the landmark
     seed: int = 0
+    # "retrieval" (GLR2021 layout): the train views go to index/ (no labels), solution.csv lists
+    # the relevant index images, and label_views extra labelled views per landmark form train/
+    task: str = "recognition"
+    label_views: int = 1
 
 
 def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[DemoSpec] = None,
@@ -169,10 +173,23 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
         _jpeg(view, image_path(root, "test", image_id), int(rng.integers(50, 95)))
         solution_rows.append((image_id, landmark, usage))
 
+    retrieval = spec.task == "retrieval"
+    index_of: Dict[int, List[str]] = {}
+
     def add_train(name: str, landmark_id: int, photo: np.ndarray) -> None:
         for v in range(spec.train_views):
             view, _ = random_view(photo, rng)
-            image_id = _image_id("train", name, v)
+            if retrieval:
+                image_id = _image_id("index", name, v)
+                _jpeg(view, image_path(root, "index", image_id), int(rng.integers(60, 95)))
+                index_of.setdefault(landmark_id, []).append(image_id)
+            else:
+                image_id = _image_id("train", name, v)
+                _jpeg(view, image_path(root, "train", image_id), int(rng.integers(60, 95)))
+                train_rows.append((image_id, landmark_id))
+        for v in range(spec.label_views if retrieval else 0):  # labelled images for label-aware ranking
+            view, _ = random_view(photo, rng)
+            image_id = _image_id("label", name, v)
             _jpeg(view, image_path(root, "train", image_id), int(rng.integers(60, 95)))
             train_rows.append((image_id, landmark_id))
 
@@ -191,22 +208,29 @@ def build_demo_dataset(root: Union[str, Path] = "data/demo", spec: Optional[Demo
         for v in range(spec.distractor_views):
             view, _ = random_view(photo, rng, spec.test_strength, spec.test_partial)
             add_test(_image_id("distractor", name, v), "", view)
-    with open(root / "train.csv", "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "landmark_id"])
-        w.writerows(train_rows)
+    if train_rows or not retrieval:
+        with open(root / "train.csv", "w", newline="") as fh:
+            w = csv.writer(fh)
+            w.writerow(["id", "landmark_id"])
+            w.writerows(train_rows)
     with open(root / "solution.csv", "w", newline="") as fh:
         w = csv.writer(fh)
-        w.writerow(["id", "landmarks", "Usage"])
-        w.writerows(solution_rows)
+        if retrieval:
+            w.writerow(["id", "images", "Usage"])
+            w.writerows((i, " ".join(index_of.get(int(lm), [])) if lm else "", u) for i, lm, u in solution_rows)
+        else:
+            w.writerow(["id", "landmarks", "Usage"])
+            w.writerows(solution_rows)
     marker.write_text(json.dumps(stamp))
-    logger.info("Demo dataset: %d train and %d test images in %s", len(train_rows), len(solution_rows), root)
+    logger.info("Demo dataset (%s): %d %s and %d test images in %s", spec.task,
+                sum(map(len, index_of.values())) if retrieval else len(train_rows),
+                "index" if retrieval else "train", len(solution_rows), root)
     return root
 
 
 def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "work/demo",
              out: Union[str, Path] = "submission/submission.csv", preset: str = "demo",
-             overrides: Optional[Sequence[str]] = None):
+             overrides: Optional[Sequence[str]] = None, task: str = "recognition"):
     """Build the demo dataset (if needed), run the pipeline, save a verified-match picture.
 
     Returns:
@@ -219,7 +243,7 @@ def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "wor
     from .viz import save_figure
 
     conf = get_config(preset, overrides)
-    dataset = load_dataset(build_demo_dataset(data))
+    dataset = load_dataset(build_demo_dataset(data, DemoSpec(task=task)))
     # the demo's work directory is the demo's own: features made with other settings (another
     # --set, or an earlier version) are computed again instead of stopping the demo
     result = run(conf, dataset, work, out, overwrite=True)

@@ -9,9 +9,9 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Union
+from typing import Dict, Mapping, Optional, Sequence, Union
 
-from .dataset import Dataset, Solution, load_dataset, read_solution_csv
+from .dataset import Dataset, RetrievalSolution, Solution, load_dataset, read_retrieval_solution_csv, read_solution_csv
 from .metrics import (  # re-exported: evaluate.global_average_precision etc. keep working
     global_average_precision,
     mean_average_precision,
@@ -23,7 +23,7 @@ from .metrics import (  # re-exported: evaluate.global_average_precision etc. ke
 logger = logging.getLogger("landmark_retrieval")
 
 __all__ = [
-    "evaluate", "evaluate_run", "score_submission", "format_metrics",
+    "evaluate", "evaluate_run", "score_submission", "score_rankings", "format_metrics",
     # from .metrics
     "global_average_precision", "top1_accuracy", "mean_average_precision", "relevant_train_images",
     "score_predictions",
@@ -35,10 +35,20 @@ def score_submission(submission: Union[str, Path], solution: Union[str, Path, So
     """Score a ``submission.csv`` against a Kaggle ``solution.csv``.
 
     Returns:
-        ``{"gap", "top1", "num_test", "num_landmark_test"[, "gap_public", "gap_private"]}``.
+        Recognition (``id,landmarks``): ``{"gap", "top1", "num_test", "num_landmark_test"
+        [, "gap_public", "gap_private"]}``; retrieval (``id,images``): ``{"map100", "num_test",
+        "num_relevant_test"[, "map100_public", "map100_private"]}``.
     """
-    from .submit import read_submission
+    from .submit import read_retrieval_submission, read_submission
 
+    with open(submission, newline="", encoding="utf-8") as fh:
+        retrieval_format = fh.readline().strip() == "id,images"
+    if retrieval_format or isinstance(solution, RetrievalSolution):
+        sol_r = solution if isinstance(solution, RetrievalSolution) else read_retrieval_solution_csv(solution)
+        metrics = score_rankings(read_retrieval_submission(submission), sol_r)
+        if json_out:
+            Path(json_out).write_text(json.dumps(metrics, indent=2))
+        return metrics
     sol = solution if isinstance(solution, Solution) else read_solution_csv(solution)
     preds = read_submission(submission)
     missing = [k for k in sol.subset(None) if k not in preds]
@@ -60,13 +70,25 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
     """
     from .candidates import load_candidates
     from .layout import predictions_path, read_predictions
-    from .predict import predict_one
+    from .predict import predict_one, rank_index
 
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     if dataset.solution_error:
         raise ValueError(f"Cannot score the run in {work}: {dataset.solution_error}")
     if dataset.solution is None:
         raise FileNotFoundError(f"No solution.csv in {dataset.root}: nothing to evaluate against")
+    if dataset.task == "retrieval":
+        assert isinstance(dataset.solution, RetrievalSolution)
+        candidates = load_candidates(work, None, conf.verify.num_to_rerank)
+        variants = {"global": (False, False), "verified": (True, False)}
+        if conf.retrieve.label_aware and dataset.has_train:
+            variants["label"] = (True, True)
+        out: Dict[str, float] = {}
+        for name, (verified, label_aware) in variants.items():
+            ranking = {q: rank_index(c, conf, verified, label_aware)[:100] for q, c in candidates.items()}
+            for k, v in score_rankings(ranking, dataset.solution).items():
+                out[f"{name}_{k}" if not k.startswith("num") else k] = v
+        return out
     sol = dataset.solution
     labels = dataset.labels()
     metrics: Dict[str, float] = {}
@@ -83,6 +105,19 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
     for name, ranking in rankings.items():
         metrics[f"{name}_map100"] = mean_average_precision(ranking, relevant, 100)
     return metrics
+
+
+def score_rankings(rankings: Mapping[str, Sequence[str]], solution: RetrievalSolution) -> Dict[str, float]:
+    """mAP@100 of ranked index ids against a retrieval solution, overall and per Usage."""
+    scored = solution.subset(None)
+    out: Dict[str, float] = {
+        "map100": mean_average_precision(rankings, scored, 100),
+        "num_test": len(scored),
+        "num_relevant_test": sum(1 for v in scored.values() if v),
+    }
+    for usage in sorted({u for u in solution.usage.values() if u in ("Public", "Private")}):
+        out[f"map100_{usage.lower()}"] = mean_average_precision(rankings, solution.subset(usage), 100)
+    return out
 
 
 def evaluate(conf, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False) -> Path:

@@ -18,7 +18,7 @@ import io
 import logging
 import shutil
 from pathlib import Path
-from typing import Dict, Optional, Sequence, Union
+from typing import Dict, Optional, Sequence, Tuple, Union
 
 import numpy as np
 
@@ -28,6 +28,7 @@ from .dataset import Dataset, load_dataset
 from .features import Features
 from .images import DecodedImage, iter_images, scale_keypoints_back
 from .layout import (
+    ALL_SPLITS,
     SPLITS,
     codebook_path,
     failures_path,
@@ -178,14 +179,15 @@ def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int)
 
 
 def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureStore],
-                       shard_size: int) -> None:
-    """Fit the codebook on train descriptors (once), then encode every image lacking a global."""
+                       shard_size: int, db_split: str = "train") -> None:
+    """Fit the codebook on the database's descriptors (train, or index for the retrieval task;
+    once), then encode every image lacking a global descriptor."""
     agg = backend.aggregator
     assert agg is not None
-    cb_path = codebook_path(work)
+    cb_path = codebook_path(work, db_split)
     codebook = read_array(cb_path, "codebook")
     if codebook is None:
-        train = stores["train"]
+        train = stores[db_split]
         if not train.local_ids:
             raise ValueError(f"No train image has local features in {train.directory} (all {len(train.failures)} "
                              "failed?): see failures.csv; cannot fit the codebook")
@@ -226,20 +228,33 @@ def write_missing(work: Union[str, Path], split: str, ids: Sequence[str]) -> Pat
     return write_text_atomic(missing_path(work), _csv_text(["split", "id"], ((split, i) for i in ids)))
 
 
-def write_failures(work: Union[str, Path], stores: Dict[str, FeatureStore], dataset: Dataset) -> Path:
-    """Write ``WORK/failures.csv`` (split,id,path,error): images without features, and images
-    used although they decoded with errors."""
+def write_failures(work: Union[str, Path], dataset: Dataset) -> Path:
+    """Write ``WORK/failures.csv`` (split,id,path,error) over every feature store of the run:
+    images without features, and images used although they decoded with errors."""
     rows = []
-    for split, store in stores.items():
-        problems = dict(store.notes)
-        problems.update(store.failures)
+    for split in ALL_SPLITS:
+        if not feature_dir(work, split).is_dir():
+            continue
+        with FeatureStore(feature_dir(work, split)) as store:
+            problems = dict(store.notes)
+            problems.update(store.failures)
         for image_id, error in sorted(problems.items()):
             rows.append([split, image_id, dataset.path(split, image_id), error])
     return write_text_atomic(failures_path(work), _csv_text(["split", "id", "path", "error"], rows))
 
 
+def dataset_splits(conf: Config, dataset: Dataset) -> Tuple[str, ...]:
+    """The splits a run extracts: ``train, test`` (recognition) or ``index, test`` (retrieval),
+    plus ``train`` for the retrieval task's label-aware re-ranking."""
+    if dataset.task != "retrieval":
+        return SPLITS
+    if conf.retrieve.label_aware and dataset.has_train:
+        return ("index", "test", "train")
+    return ("index", "test")
+
+
 def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False,
-            *, splits: Sequence[str] = SPLITS, backend: Optional[Backend] = None) -> Path:
+            *, splits: Optional[Sequence[str]] = None, backend: Optional[Backend] = None) -> Path:
     """Step 1: extract features for a GLR dataset.
 
     Args:
@@ -247,7 +262,7 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
         data: dataset root (or a loaded :class:`Dataset`).
         work: work directory; features go to ``work/features/<split>``.
         overwrite: delete stored features made with other settings instead of raising.
-        splits: which splits to process.
+        splits: which splits to process (default: :func:`dataset_splits`).
         backend: an already-built backend (e.g. a loaded DELG model) to reuse.
 
     Returns:
@@ -259,22 +274,29 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
     logger.info("Extracting features with the %s backend", backend.name)
     stores: Dict[str, FeatureStore] = {}
-    train_global_only = train_local_deferred(conf, backend)
-    for split in splits:
+    db_global_only = train_local_deferred(conf, backend)
+    db = dataset.db_split
+    for split in splits or dataset_splits(conf, dataset):
         directory = feature_dir(work, split)
         _check_meta(directory, meta, overwrite)
+        if split == db:
+            local = not db_global_only
+        elif split == "train":  # the retrieval task's labelled images: global descriptors only
+            local = backend.aggregator is not None
+        else:
+            local = True
         stores[split] = extract_split(
             backend, dataset, split, directory, num_workers=conf.extract.num_workers,
             shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
-            local=not (split == "train" and train_global_only), max_pixels=conf.extract.max_pixels,
+            local=local, max_pixels=conf.extract.max_pixels,
         )
     if backend.aggregator is not None:
-        if "train" not in stores:
-            stores["train"] = FeatureStore(feature_dir(work, "train"))
-        _aggregate_globals(backend, work, stores, conf.extract.shard_size)
-    write_failures(work, stores, dataset)
+        if db not in stores:
+            stores[db] = FeatureStore(feature_dir(work, db))
+        _aggregate_globals(backend, work, stores, conf.extract.shard_size, db_split=db)
     for store in stores.values():
         store.close()
+    write_failures(work, dataset)
     return feature_dir(work, "train").parent
 
 
@@ -306,14 +328,15 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
     n = conf.verify.num_to_rerank
     rows = np.unique(retrieval.indices[:, :n]) if retrieval.indices.size else np.zeros(0, np.int64)
     candidates = [retrieval.db_ids[j] for j in rows]
-    logger.info("%d distinct train images are re-ranking candidates of %d test images",
-                len(candidates), len(retrieval.query_ids))
+    db = retrieval.db_split
+    logger.info("%d distinct %s images are re-ranking candidates of %d test images",
+                len(candidates), db, len(retrieval.query_ids))
     backend = backend or make_backend(conf.extract)
-    directory = feature_dir(work, "train")
+    directory = feature_dir(work, db)
     _check_meta(directory, {**backend.describe(), "max_pixels": conf.extract.max_pixels}, overwrite=False)
-    store = extract_split(backend, dataset, "train", directory, num_workers=conf.extract.num_workers,
+    store = extract_split(backend, dataset, db, directory, num_workers=conf.extract.num_workers,
                           shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
                           ids=candidates, local=True, global_=False, max_pixels=conf.extract.max_pixels)
-    write_failures(work, {"train": store, "test": FeatureStore(feature_dir(work, "test"))}, dataset)
     store.close()
+    write_failures(work, dataset)
     return directory

@@ -3,8 +3,8 @@
 ::
 
     WORK/config.json                  the run's configuration (steps continue with it)
-    WORK/features/{train,test}/       feature stores (see landmark_retrieval.store) + meta.json
-    WORK/features/train/codebook.h5   codebook of aggregating backends (VLAD), fitted on train
+    WORK/features/{train,index,test}/ feature stores (see landmark_retrieval.store) + meta.json
+    WORK/features/<db>/codebook.h5    codebook of aggregating backends (VLAD), fitted on the database
     WORK/retrieval.h5 (+ .json)       k nearest train images per test image
     WORK/verification.csv (+ .json)   inliers of the re-ranked candidates
     WORK/predictions.csv              one landmark and confidence per test image
@@ -31,19 +31,21 @@ import numpy as np
 
 PathLike = Union[str, Path]
 
-SPLITS = ("train", "test")
+SPLITS = ("train", "test")  # recognition
+ALL_SPLITS = ("train", "index", "test")  # index: the retrieval task's database
 
 
 def feature_dir(work: PathLike, split: str) -> Path:
     """Feature store of one split."""
-    if split not in SPLITS:
-        raise ValueError(f"Unknown split {split!r}; expected one of {SPLITS}")
+    if split not in ALL_SPLITS:
+        raise ValueError(f"Unknown split {split!r}; expected one of {ALL_SPLITS}")
     return Path(work) / "features" / split
 
 
-def codebook_path(work: PathLike) -> Path:
-    """The codebook lives with the train features (re-extracting them drops it)."""
-    return feature_dir(work, "train") / "codebook.h5"
+def codebook_path(work: PathLike, db_split: str = "train") -> Path:
+    """The codebook lives with the database's features (train, or index for the retrieval task):
+    re-extracting them drops it."""
+    return feature_dir(work, db_split) / "codebook.h5"
 
 
 def config_path(work: PathLike) -> Path:
@@ -139,6 +141,10 @@ class Retrieval:
     db_ids: List[str]
     indices: np.ndarray  # (Q, k) int64 rows of db_ids, most similar first
     scores: np.ndarray  # (Q, k) float32 cosine similarities
+    db_split: str = "train"  # the feature store the db ids are in ("index" for the retrieval task)
+    #: label-aware re-ranking (retrieval task): landmark inferred from train neighbours (-1: none)
+    query_labels: Optional[np.ndarray] = None  # (Q,) int64
+    db_labels: Optional[np.ndarray] = None  # (N,) int64
 
     def neighbours(self, query_id: str) -> Tuple[List[str], np.ndarray]:
         """Train ids and cosine scores of one test image, best first."""
@@ -161,7 +167,21 @@ def load_retrieval(path: PathLike) -> Retrieval:
             db_ids=list(f["db_ids"].asstr()[()]),
             indices=f["indices"][()],
             scores=f["scores"][()],
+            db_split=str(f.attrs.get("db_split", "train")),
+            query_labels=f["query_labels"][()] if "query_labels" in f else None,
+            db_labels=f["db_labels"][()] if "db_labels" in f else None,
         )
+
+
+def retrieval_db_split(work: PathLike) -> str:
+    """The split a run's test images were matched against (``train``, or ``index``)."""
+    import h5py
+
+    path = retrieval_path(work)
+    if not path.is_file():
+        return "train"
+    with h5py.File(path, "r") as f:
+        return str(f.attrs.get("db_split", "train"))
 
 
 VERIFICATION_COLUMNS = ["query_id", "rank", "db_id", "num_matches", "inliers"]
@@ -217,3 +237,13 @@ def read_predictions(path: PathLike, verified: bool = True) -> Dict[str, Predict
         for row in csv.DictReader(fh):
             out[row["id"]] = (int(row[col_l]), float(row[col_s])) if row[col_l] else None
     return out
+
+
+def read_rankings(path: PathLike, verified: bool = True) -> Dict[str, List[str]]:
+    """Read the retrieval task's ``predictions.csv``: ``{test id: ranked index ids}``."""
+    path = Path(path)
+    if path.is_dir():
+        path = predictions_path(path)
+    column = "images" if verified else "global_images"
+    with open(path, newline="", encoding="utf-8") as fh:
+        return {row["id"]: row[column].split() for row in csv.DictReader(fh)}

@@ -17,13 +17,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-from typing import List, Tuple, Union
+from typing import Dict, List, Optional, Tuple, Union
 
 import h5py
 import numpy as np
 
 from .config import Config
 from .dataset import Dataset, load_dataset
+from .descriptors import Projection, expand, fit_pca, without_self
 from .layout import (
     Retrieval,
     feature_dir,
@@ -35,7 +36,7 @@ from .layout import (
     write_stamp,
 )
 from .progress import progress
-from .store import FeatureStore, publish, write_error
+from .store import FeatureStore, publish, write_array, write_error
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -137,9 +138,11 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
 
 def retrieval_settings(conf: Config, q_ids: List[str], db_ids: List[str], work: Path) -> dict:
     """What a retrieval result is computed from (its stamp): settings, ids, train features."""
+    r = conf.retrieve
     return {
-        "k": conf.retrieve.k,
-        "half_precision": conf.retrieve.half_precision,
+        "k": r.k,
+        "half_precision": r.half_precision,
+        "postprocess": [r.whitening, r.pca_dim, r.dba_k, r.dba_alpha, r.qe_k, r.qe_alpha],
         "query_ids": fingerprint({"ids": q_ids}),
         "db_ids": fingerprint({"ids": db_ids}),
         "train_features": fingerprint(read_stamp(feature_dir(work, "train")) or {}),
@@ -147,26 +150,85 @@ def retrieval_settings(conf: Config, q_ids: List[str], db_ids: List[str], work: 
     }
 
 
+def infer_labels(scores: np.ndarray, indices: np.ndarray, train_labels: np.ndarray) -> Tuple[np.ndarray, np.ndarray]:
+    """Landmark of each row from its nearest labelled images: the label with the largest summed
+    cosine among the neighbours (ties: the label met first).
+
+    Args:
+        scores: (M, k) float32 cosine of each row's neighbours, best first.
+        indices: (M, k) int64 rows of ``train_labels``.
+        train_labels: (N,) int64.
+
+    Returns:
+        ``labels`` (M,) int64 (-1 for a row without neighbours) and their summed cosine (M,) float32.
+    """
+    labels = np.full(len(indices), -1, np.int64)
+    sums = np.zeros(len(indices), np.float32)
+    for row in range(len(indices)):
+        votes: Dict[int, float] = {}
+        for j, sim in zip(indices[row], scores[row]):
+            label = int(train_labels[j])
+            votes[label] = votes.get(label, 0.0) + float(sim)
+        if votes:
+            best = max(votes.values())
+            labels[row] = next(lb for lb, v in votes.items() if v == best)
+            sums[row] = best
+    return labels, sums
+
+
+def _postprocess_database(conf: Config, db: np.ndarray, dtype: type, knn_args: dict,
+                          store_dir: Path) -> Tuple[Optional[Projection], np.ndarray]:
+    """PCA / PCA-whitening (learned on the database, saved as ``pca.h5`` beside its features)
+    and database-side augmentation of the database descriptors (N, D) -> (N, d)."""
+    r = conf.retrieve
+    if r.whitening not in ("none", "pca", "whiten"):
+        raise ValueError(f"retrieve.whitening: expected none, pca or whiten, got {r.whitening!r}")
+    projection = None
+    if r.whitening != "none":
+        projection = fit_pca(db, r.pca_dim, whiten=r.whitening == "whiten")
+        logger.info("%s: %d -> %d dimensions, learned on %d database descriptors",
+                    "PCA-whitening" if projection.whiten else "PCA", db.shape[1], projection.dim, len(db))
+        write_array(store_dir / "pca.h5", "matrix", projection.matrix)
+        db = projection.apply(db, dtype=dtype)
+    if r.dba_k > 0 and len(db) > 1:
+        logger.info("Database-side augmentation over %d neighbours (alpha %g)", r.dba_k, r.dba_alpha)
+        k = min(r.dba_k, len(db) - 1)
+        s, n = without_self(*knn(np.asarray(db, np.float32), db, k + 1, **knn_args), k)
+        db = expand(db, n, s, db, r.dba_alpha).astype(dtype, copy=False)
+    return projection, db
+
+
 def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
              overwrite: bool = False) -> Path:
-    """Find the ``conf.retrieve.k`` nearest train images of every test image.
+    """Step 2: find the ``conf.retrieve.k`` nearest database images of every test image.
 
-    Train images need a global descriptor and a label in train.csv; test images without a
-    global descriptor (failed extraction) get no neighbours.
+    The database is the train split (recognition: images need a label in train.csv) or the
+    index split (retrieval). Test images without a global descriptor (failed extraction) get no
+    neighbours. With ``retrieve.label_aware`` (retrieval task with train.csv) the landmark of
+    every test and index image is inferred from its ``label_k`` nearest train images.
 
     Returns:
         Path of ``WORK/retrieval.h5``.
     """
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    db_split = dataset.db_split
     labels = dataset.labels()
-    with FeatureStore(feature_dir(work, "train")) as train, FeatureStore(feature_dir(work, "test")) as test:
-        # dataset order (train.csv rows, sorted test paths): never the order shards were written in
-        have_db, have_q = set(train.global_ids), set(test.global_ids)
-        db_ids = [i for i in dataset.train_ids if i in have_db and i in labels]
+    label_aware = dataset.task == "retrieval" and conf.retrieve.label_aware
+    if label_aware and not dataset.has_train:
+        logger.warning("retrieve.label_aware needs train.csv and train/ in %s: ranking without labels", dataset.root)
+        label_aware = False
+    with FeatureStore(feature_dir(work, db_split)) as dbs, FeatureStore(feature_dir(work, "test")) as test:
+        # dataset order (train.csv rows, sorted paths): never the order shards were written in
+        have_db, have_q = set(dbs.global_ids), set(test.global_ids)
+        db_ids = [i for i in dataset.ids(db_split) if i in have_db and (db_split != "train" or i in labels)]
         q_ids = [i for i in dataset.test_ids if i in have_q]
         out = retrieval_path(work)
         settings = retrieval_settings(conf, q_ids, db_ids, work)
+        settings.update(db_split=db_split, label_aware=label_aware)
+        if label_aware:
+            settings.update(label_k=conf.retrieve.label_k,
+                            train_features=fingerprint(read_stamp(feature_dir(work, "train")) or {}))
         changes = stamp_changes(out, settings)
         if changes is None and not overwrite:
             logger.info("Retrieval is up to date (%s)", out)
@@ -174,15 +236,40 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
         if changes:
             logger.info("Retrieving again: %s", "; ".join(changes))
         if not db_ids:
-            raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: "
+            raise RuntimeError(f"No {db_split} image has a global descriptor in {feature_dir(work, db_split)}: "
                                "run extract first")
-        db_ids, db = train.globals(db_ids, dtype=np.float16 if conf.retrieve.half_precision else np.float32)
+        dtype = np.float16 if conf.retrieve.half_precision else np.float32
+        db_ids, db = dbs.globals(db_ids, dtype=dtype)
         q_ids, q = test.globals(q_ids)
-    logger.info("Retrieving %d nearest of %d train images for %d test images", conf.retrieve.k, len(db_ids), len(q_ids))
     if len(q_ids) == 0:
         q = np.zeros((0, db.shape[1]), np.float32)
-    scores, indices = knn(q, db, conf.retrieve.k, block_size=conf.retrieve.block_size,
-                          use_faiss=conf.retrieve.use_faiss, show_progress=True)
+    knn_args = dict(block_size=conf.retrieve.block_size, use_faiss=conf.retrieve.use_faiss, show_progress=True)
+    projection, db = _postprocess_database(conf, db, dtype, knn_args, feature_dir(work, db_split))
+    if projection is not None:
+        q = projection.apply(q)
+    logger.info("Retrieving %d nearest of %d %s images for %d test images", conf.retrieve.k, len(db_ids), db_split,
+                len(q_ids))
+    scores, indices = knn(q, db, conf.retrieve.k, **knn_args)
+    if conf.retrieve.qe_k > 0 and len(q):
+        logger.info("Query expansion over %d neighbours (alpha %g)", conf.retrieve.qe_k, conf.retrieve.qe_alpha)
+        q = expand(q, indices[:, :conf.retrieve.qe_k], scores[:, :conf.retrieve.qe_k], db, conf.retrieve.qe_alpha)
+        scores, indices = knn(q, db, conf.retrieve.k, **knn_args)
+    extra: Dict[str, np.ndarray] = {}
+    if label_aware:
+        with FeatureStore(feature_dir(work, "train")) as train:
+            have = set(train.global_ids)
+            train_ids, tr = train.globals([i for i in dataset.train_ids if i in have and i in labels], dtype=dtype)
+        if not train_ids:
+            raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: run extract "
+                               "first (retrieve.label_aware extracts the train split too)")
+        if projection is not None:
+            tr = projection.apply(tr, dtype=dtype)
+        train_labels = np.array([labels[i] for i in train_ids], np.int64)
+        logger.info("Inferring landmarks of %d test and %d index images from %d train images",
+                    len(q_ids), len(db_ids), len(train_ids))
+        extra["query_labels"] = infer_labels(*knn(q, tr, conf.retrieve.label_k, **knn_args), train_labels)[0]
+        db32 = np.asarray(db, np.float32) if db.dtype != np.float32 else db
+        extra["db_labels"] = infer_labels(*knn(db32, tr, conf.retrieve.label_k, **knn_args), train_labels)[0]
     tmp = out.with_name(out.name + ".tmp")
     try:
         with h5py.File(tmp, "w") as f:
@@ -190,6 +277,9 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
             f.create_dataset("db_ids", data=np.array(db_ids, dtype=object), dtype=_STR)
             f.create_dataset("indices", data=indices)
             f.create_dataset("scores", data=scores)
+            for name, array in extra.items():
+                f.create_dataset(name, data=array)
+            f.attrs["db_split"] = db_split
         publish(tmp, out)
     except OSError as exc:
         tmp.unlink(missing_ok=True)

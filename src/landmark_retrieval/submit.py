@@ -1,18 +1,24 @@
 """Step 5: write the Kaggle submission file.
 
+Retrieval task (GLR2021): header ``id,images``, one row per test id, up to 100 index ids best
+first (space separated).
+
 ``submission.csv``: header ``id,landmarks``, exactly one row per test id, ``landmarks`` =
 ``"<landmark_id> <score>"`` or empty (no prediction).
 """
 from __future__ import annotations
 
 import csv
+import io
 import logging
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .config import Config
 from .dataset import Dataset, load_dataset
+from .layout import read_rankings
 from .predict import Prediction, predictions_path, read_predictions
+from .store import write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -21,18 +27,15 @@ def write_submission(predictions: Mapping[str, Prediction], test_ids: Sequence[s
                      path: Union[str, Path]) -> Path:
     """Write ``id,landmarks`` rows for ``test_ids`` (ids without a prediction get an empty field)."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
     if len(set(test_ids)) != len(test_ids):
         raise ValueError("Duplicate test ids: a submission has exactly one row per test image")
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["id", "landmarks"])
-        for test_id in test_ids:
-            p = predictions.get(test_id)
-            w.writerow([test_id, "" if p is None else f"{int(p[0])} {float(p[1])!r}"])
-    tmp.replace(path)
-    return path
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow(["id", "landmarks"])
+    for test_id in test_ids:
+        p = predictions.get(test_id)
+        w.writerow([test_id, "" if p is None else f"{int(p[0])} {float(p[1])!r}"])
+    return write_text_atomic(path, buf.getvalue())
 
 
 def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, float]]]:
@@ -68,6 +71,55 @@ def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, flo
     return out
 
 
+MAX_IMAGES = 100  # GLR2021: at most 100 index ids per test image
+
+
+def write_retrieval_submission(rankings: Mapping[str, Sequence[str]], test_ids: Sequence[str],
+                               path: Union[str, Path]) -> Path:
+    """Write ``id,images`` rows for ``test_ids``: up to 100 index ids each, best first."""
+    path = Path(path)
+    if len(set(test_ids)) != len(test_ids):
+        raise ValueError("Duplicate test ids: a submission has exactly one row per test image")
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator="\n")
+    w.writerow(["id", "images"])
+    for test_id in test_ids:
+        w.writerow([test_id, " ".join(list(rankings.get(test_id, []))[:MAX_IMAGES])])
+    return write_text_atomic(path, buf.getvalue())
+
+
+def read_retrieval_submission(path: Union[str, Path], index_ids: Optional[Collection[str]] = None,
+                              ) -> Dict[str, List[str]]:
+    """Read a GLR2021 submission, checking it as Kaggle does.
+
+    Raises:
+        ValueError: naming the line, for a bad header, a repeated test id, more than 100 images,
+            or (with ``index_ids``) an id that is not an index image.
+    """
+    path = Path(path)
+    out: Dict[str, List[str]] = {}
+    with open(path, newline="", encoding="utf-8") as fh:
+        reader = csv.reader(fh)
+        header = next(reader, None)
+        if header != ["id", "images"]:
+            raise ValueError(f"{path}: header must be 'id,images', found {header}")
+        for line, row in enumerate(reader, start=2):
+            if len(row) != 2:
+                raise ValueError(f"{path}, line {line}: expected 2 fields (id,images), found {len(row)}")
+            image_id, value = row
+            if image_id in out:
+                raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+            images = value.split()
+            if len(images) > MAX_IMAGES:
+                raise ValueError(f"{path}, line {line}: {len(images)} images; at most {MAX_IMAGES} are allowed")
+            if index_ids is not None:
+                unknown = [i for i in images if i not in index_ids]
+                if unknown:
+                    raise ValueError(f"{path}, line {line}: {unknown[0]!r} is not an index image")
+            out[image_id] = images
+    return out
+
+
 def submit(conf: Optional[Config], data: Union[str, Path, Dataset], work: Union[str, Path],
            overwrite: bool = True, *, out: Union[str, Path] = "submission/submission.csv",
            verified: Optional[bool] = None) -> Path:
@@ -85,6 +137,10 @@ def submit(conf: Optional[Config], data: Union[str, Path, Dataset], work: Union[
     if not overwrite and Path(out).exists():
         raise FileExistsError(f"{out} exists: pass overwrite=True (or another --out) to replace it")
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if dataset.task == "retrieval":
+        path = write_retrieval_submission(read_rankings(predictions_path(work), verified), dataset.test_ids, out)
+        logger.info("Wrote %s (%d rows, id,images)", path, len(dataset.test_ids))
+        return path
     preds = read_predictions(predictions_path(work), verified=verified)
     path = write_submission(preds, dataset.test_ids, out)
     logger.info("Wrote %s (%d rows)", path, len(dataset.test_ids))

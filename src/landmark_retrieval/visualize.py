@@ -73,7 +73,12 @@ def _conf(work: Union[str, Path], conf: Optional[Config]) -> Config:
 def query_candidates(dataset: Dataset, work: Union[str, Path], query_id: str,
                      num_to_rerank: int) -> Candidates:
     """Retrieved neighbours of one test image with their verification results."""
-    return load_candidates(work, dataset.labels(), num_to_rerank, [query_id])[query_id]
+    return load_candidates(work, _db_labels(dataset), num_to_rerank, [query_id])[query_id]
+
+
+def _db_labels(dataset: Dataset) -> Optional[Dict[str, int]]:
+    """Landmarks of the database images: train labels, or None for the retrieval task's index."""
+    return None if dataset.task == "retrieval" else dataset.labels()
 
 
 def _local_features(store: FeatureStore, split: str, image_id: str):
@@ -89,8 +94,10 @@ def _local_features(store: FeatureStore, split: str, image_id: str):
 
 
 def _truth(dataset: Dataset, query_id: str) -> Optional[List[int]]:
-    """Ground-truth landmarks of a test image ([] = non-landmark), None without solution.csv."""
-    if dataset.solution is None or query_id not in dataset.solution.landmarks:
+    """Ground-truth landmarks of a test image ([] = non-landmark), None without solution.csv
+    (or for the retrieval task, whose truth is a list of index images: see :func:`_relevant`)."""
+    if dataset.solution is None or not hasattr(dataset.solution, "landmarks") or \
+            query_id not in dataset.solution.landmarks:
         return None
     return dataset.solution.landmarks[query_id]
 
@@ -134,15 +141,17 @@ def pick_pair(data: DataArg, work: Union[str, Path], conf: Optional[Config] = No
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
-    candidates = load_candidates(work, dataset.labels(), conf.verify.num_to_rerank)
+    candidates = load_candidates(work, _db_labels(dataset), conf.verify.num_to_rerank)
     if not candidates:
         raise RuntimeError(f"No test image has retrieval results in {work}: run the pipeline first")
+    relevant = getattr(dataset.solution, "images", None)  # retrieval task: relevant index ids
     first = next(iter(candidates))
     best: Tuple[int, int, str, str] = (-1, -1, first, candidates[first].db_ids[0] if candidates[first].db_ids else "")
     for q, c in candidates.items():
         truth = _truth(dataset, q) or []
         for db_id, label, inl in zip(c.db_ids, c.labels, c.inliers):
-            key = (int(int(label) in truth), int(inl), q, db_id)
+            correct = db_id in relevant.get(q, ()) if relevant is not None else int(label) in truth
+            key = (int(correct), int(inl), q, db_id)
             if key[:2] > best[:2]:
                 best = key
     return best[2], best[3]
@@ -192,7 +201,7 @@ def show_query(data: DataArg, work: Union[str, Path], query_id: str, conf: Optio
         total = "not verified" if np.isnan(row.total) else f"total {row.total:.2f}"
         titles.append(f"#{row.rank + 1} landmark {row.landmark_id}\n"
                       f"global {row.global_score:.3f}  inliers {row.inliers}\n{total}")
-        images.append(read_image(dataset.path("train", row.db_id)))
+        images.append(read_image(dataset.path(dataset.db_split, row.db_id)))
         correct.append(bool(row.correct) if truth is not None else None)
     return plot_retrieval(read_image(dataset.path("test", query_id)), images, titles,
                           query_title=query_title, correct=correct if truth is not None else None, dpi=dpi)
@@ -208,11 +217,12 @@ def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
-    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, "train")) as tr:
+    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, dataset.db_split)) as tr:
         fq, ft = _local_features(te, "test", query_id), _local_features(tr, "train", db_id)
     res = verify_pair(fq, ft, conf.verify)
     label = dataset.labels().get(db_id)
-    fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path("train", db_id)),
+    db_split = dataset.db_split
+    fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path(db_split, db_id)),
                        fq.keypoints, ft.keypoints, res.matches, res.inlier_mask,
                        titles=[f"test {query_id} ({len(fq)} keypoints)",
                                f"train {db_id}, landmark {label} ({len(ft)} keypoints)"],
@@ -229,8 +239,9 @@ def show_keypoints(data: DataArg, work: Union[str, Path], split: str, image_id: 
     directory = feature_dir(work, split)
     with FeatureStore(directory) as store:
         feats = _local_features(store, split, image_id)
-    backend = (read_meta(directory) or {}).get("name", "")
-    label = score_label(backend)
+    meta = read_meta(directory) or {}
+    local = meta.get("local")  # an ensemble's local backend (see backends.ensemble)
+    label = score_label(local.get("name") if isinstance(local, dict) else meta.get("name", ""))
     return plot_keypoints(read_image(dataset.path(split, image_id)), feats.keypoints, feats.scores,
                           title=f"{split} {image_id}: {len(feats)} keypoints, coloured by {label}",
                           score_label=label, dpi=dpi)
