@@ -53,8 +53,11 @@ test: $(DEV)
 notebook: $(NOTEBOOKS)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(JUPYTER_ROOT) $(JUPYTER_ARGS)
 
+# The benchmark suite: results in benchmarks/results/*.json, the table in README.md regenerated
+# from them. BENCHMARK_ARGS=--quick for a run of seconds per benchmark, or names: "verify retrieve".
+BENCHMARK_ARGS ?=
 benchmark: $(DEV)
-	$(BIN)/python benchmarks/run_benchmarks.py
+	$(BIN)/python benchmarks/run.py $(BENCHMARK_ARGS)
 
 # Rewrite the demo scores in README.md (the block between <!-- demo-numbers:start/end -->)
 # from a run of the demo; tests/test_readme.py checks that they are current.

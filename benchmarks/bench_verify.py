@@ -1,62 +1,426 @@
-"""Time per verified pair: putative matching + DEGENSAC, with the kaggle-baseline settings.
+"""Verification: pairs/s with 1 and 2 workers, per-pair matching and DEGENSAC time, accuracy.
 
-Pairs come from the demo photographs (two synthetic views of each), with 1000 RootSIFT
-features per image, as DELG gives at most 1000 local features. Usage:
+Presets ``kaggle-baseline`` (the host baseline) and ``fast`` (putative matches filtered before
+DEGENSAC), on two sets of image pairs with 10 candidates per test image:
 
-    python benchmarks/bench_verify.py [--pairs 200] [--keypoints 1000] [--preset kaggle-baseline]
+* **real photos**: the GLR-style evaluation built from ``../shared/data/groups.csv`` (63 train,
+  72 test images; ``--quick``: 2 landmarks and 3 distractors), RootSIFT with the 1000 strongest
+  keypoints of images resized to at most 1024 px, candidates from the pipeline's own retrieval
+  (VLAD). Skipped when the photographs are absent (``LANDMARK_RETRIEVAL_SHARED_DATA`` or
+  ``--photos`` point elsewhere).
+* **DELG-like**: synthetic 128-d unit descriptors with planar geometry
+  (:mod:`landmark_retrieval.testing.local_features`), 1000 per image, 3 of the 10 candidates
+  showing the test image's landmark, a fifth of the test images distractors.
+
+Measured:
+
+1. per pair, in this process with one BLAS thread: matching and DEGENSAC time (median over
+   repeats of the mean over all pairs) and putative matches; matching with the straightforward
+   selection (``argmax``, ``np.partition``, ``argmax`` over columns: the code before it was
+   optimised) on the same pairs, side by side;
+2. end to end, pairs/s with 1 worker (this process, one BLAS thread) and 2 worker processes:
+   the ``verify()`` step on the real photos (reading ``retrieval.h5`` to writing
+   ``verification.csv``), the worker pool (``verify._verify_tasks``, what ``verify()`` runs) on
+   the DELG-like pairs; medians of repeats; and how long two workers take to start;
+3. accuracy: GAP and mAP@100 of the real-photo evaluation, the average precision of the
+   DELG-like same-landmark pairs ranked by inliers, and whether ``kaggle-baseline`` inlier counts
+   equal those of the straightforward implementation.
+
+    python benchmarks/bench_verify.py [--quick] [--repeats N] [--photos DIR] [--out FILE]
 """
 from __future__ import annotations
 
-import argparse
-import time
+import os
 
-import numpy as np
+# One BLAS thread in this process: "1 worker" means one core (the worker processes of verify
+# set the same for themselves). Set before numpy is imported.
+for _name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "BLIS_NUM_THREADS",
+              "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS"):
+    os.environ[_name] = "1"
 
-from landmark_retrieval.backends import make_backend
-from landmark_retrieval.config import get_config
-from landmark_retrieval.demo import LANDMARKS, load_photo, random_view
-from landmark_retrieval.verify import estimate_homography, match_descriptors
+import argparse  # noqa: E402
+import csv  # noqa: E402
+import logging  # noqa: E402
+import statistics  # noqa: E402
+import sys  # noqa: E402
+import tempfile  # noqa: E402
+import time  # noqa: E402
+from pathlib import Path  # noqa: E402
+from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
+
+import numpy as np  # noqa: E402
+from suite import REPO, clean_runs, machine_info, median_time, set_patience, write_result  # noqa: E402
+
+PRESETS = ("kaggle-baseline", "fast")
+#: the real-photo groups of --quick (2 landmarks: 14 train, 6 test images) and its distractors
+QUICK_GROUPS = ("sacre_coeur", "oxford_graf")
+QUICK_DISTRACTORS = 3
+SIFT = ["extract.backend=sift", "extract.max_image_size=1024", "extract.sift.max_keypoints=1000"]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__)
-    ap.add_argument("--pairs", type=int, default=200)
-    ap.add_argument("--keypoints", type=int, default=1000)
-    ap.add_argument("--preset", default="kaggle-baseline")
-    args = ap.parse_args()
-    conf = get_config(args.preset, ["extract.backend=sift", f"extract.sift.max_keypoints={args.keypoints}"])
-    backend = make_backend(conf.extract)
-    rng = np.random.default_rng(0)
-    feats = []
-    for name, _ in LANDMARKS:
-        photo = load_photo(name)
-        feats.append([backend.extract(random_view(photo, rng)[0]) for _ in range(2)])
-    pairs = []
-    for i in range(args.pairs):
-        a = feats[i % len(feats)][0]
-        # half positive pairs (same photo), half negative (different photos)
-        b = feats[i % len(feats)][1] if i % 2 == 0 else feats[(i + 1) % len(feats)][1]
-        pairs.append((a, b))
-    t_match = t_ransac = 0.0
-    inliers = []
+def default_photos() -> Path:
+    return Path(os.environ.get("LANDMARK_RETRIEVAL_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+
+# --------------------------------------------------------------------------------------------
+# Data
+# --------------------------------------------------------------------------------------------
+def quick_photos(photos: Path, tmp: Path) -> Path:
+    """A folder like ``photos`` whose groups.csv lists only the --quick groups."""
+    out = tmp / "photos"
+    out.mkdir()
+    with open(photos / "groups.csv", newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    distractors = [r for r in rows if r["suggested_role"] == "distractor"][:QUICK_DISTRACTORS]
+    keep = [r for r in rows if r["group"] in QUICK_GROUPS] + distractors
+    with open(out / "groups.csv", "w", newline="") as fh:
+        w = csv.DictWriter(fh, fieldnames=list(rows[0]))
+        w.writeheader()
+        w.writerows(keep)
+    for top in {Path(r["path"]).parts[0] for r in keep}:
+        (out / top).symlink_to((photos / top).resolve())
+    return out
+
+
+def real_photo_run(photos: Path, tmp: Path, quick: bool):
+    """Extract RootSIFT and retrieve on the GLR set of ``photos``: ``(dataset, work)``."""
+    from landmark_retrieval.config import get_config
+    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.extract import extract
+    from landmark_retrieval.retrieve import retrieve
+    from landmark_retrieval.testing.groups import build_glr_from_groups
+
+    if quick:
+        photos = quick_photos(photos, tmp)
+    data = load_dataset(build_glr_from_groups(photos, tmp / "data"))
+    work = tmp / "work-real"
+    conf = get_config("kaggle-baseline", SIFT)
+    extract(conf, data, work)
+    retrieve(conf, data, work)
+    return data, work
+
+
+def write_store(work: Path, split: str, feats: Dict[str, Any]) -> None:
+    from landmark_retrieval.layout import feature_dir
+    from landmark_retrieval.store import ShardWriter
+
+    with ShardWriter(feature_dir(work, split)) as writer:
+        for image_id, f in feats.items():
+            writer.add(image_id, f)
+
+
+def pairs_of(work: Path, tasks: Sequence[Tuple[str, List[str]]]) -> List[Tuple[Any, Any]]:
+    """The features of every (test, candidate) pair of ``tasks``, read from ``work``."""
+    from landmark_retrieval.layout import feature_dir, retrieval_db_split
+    from landmark_retrieval.store import FeatureStore
+
+    with FeatureStore(feature_dir(work, "test")) as test, \
+            FeatureStore(feature_dir(work, retrieval_db_split(work))) as train:
+        cache: Dict[str, Any] = {}
+        out = []
+        for q, cands in tasks:
+            for c in cands:
+                if c not in cache:
+                    cache[c] = train.local(c)
+            query = test.local(q)
+            out += [(query, cache[c]) for c in cands]
+    return out
+
+
+# --------------------------------------------------------------------------------------------
+# Measurements
+# --------------------------------------------------------------------------------------------
+def per_pair(pairs, vc, repeats: int) -> Dict[str, float]:
+    """Matching and DEGENSAC ms per pair (medians over repeats), putative matches per pair."""
+    from landmark_retrieval.verify import estimate_homography, match_descriptors
+
+    def one_pass() -> Tuple[float, float, List[int]]:
+        tm = tr = 0.0
+        putatives = []
+        for a, b in pairs:
+            t0 = time.perf_counter()
+            m = match_descriptors(a.descriptors, b.descriptors, vc.max_descriptor_distance, vc.ratio_test,
+                                  vc.mutual, vc.max_matches)
+            t1 = time.perf_counter()
+            estimate_homography(a.keypoints[m[:, 0]], b.keypoints[m[:, 1]], vc)
+            tr += time.perf_counter() - t1
+            tm += t1 - t0
+            putatives.append(len(m))
+        return 1000 * tm / len(pairs), 1000 * tr / len(pairs), putatives
+
+    passes = [value for _, _, value in clean_runs(one_pass, repeats)]
+    m, r = statistics.median(v[0] for v in passes), statistics.median(v[1] for v in passes)
+    putatives = passes[-1][2]
+    return {"matching_ms": round(m, 3), "ransac_ms": round(r, 3), "total_ms": round(m + r, 3),
+            "putatives_mean": round(float(np.mean(putatives)), 1)}
+
+
+def straightforward_matching_ms(pairs, vc, repeats: int) -> float:
+    """Matching ms per pair with :func:`~landmark_retrieval.testing.reference.reference_matches`."""
+    from landmark_retrieval.testing.reference import reference_matches
+
+    def run():
+        for a, b in pairs:
+            reference_matches(a.descriptors, b.descriptors, vc.max_descriptor_distance, vc.ratio_test,
+                              vc.mutual, vc.max_matches)
+
+    return round(1000 * median_time(run, repeats)[0] / len(pairs), 3)
+
+
+def product_ms(pairs, candidates: int, repeats: int) -> Dict[str, float]:
+    """ms per pair of the similarity product alone: one product per pair, and one per test image
+    against its candidates stacked (an idea measured, not used: same arithmetic, and the larger
+    result falls out of the cache)."""
+    groups = [pairs[i:i + candidates] for i in range(0, len(pairs), candidates)]
+
+    def per_pair():
+        for a, b in pairs:
+            a.descriptors @ b.descriptors.T
+
+    def stacked():
+        for group in groups:
+            group[0][0].descriptors @ np.concatenate([b.descriptors for _, b in group]).T
+
+    return {"per_pair_ms": round(1000 * median_time(per_pair, repeats)[0] / len(pairs), 3),
+            "stacked_per_test_image_ms": round(1000 * median_time(stacked, repeats)[0] / len(pairs), 3)}
+
+
+def baseline_inliers_identical(pairs, vc) -> bool:
+    """kaggle-baseline inliers of verify_pair == those of the straightforward matching."""
+    from landmark_retrieval.testing.reference import reference_matches
+    from landmark_retrieval.verify import estimate_homography, verify_pair
+
     for a, b in pairs:
-        t0 = time.perf_counter()
-        m = match_descriptors(a.descriptors, b.descriptors, conf.verify.max_descriptor_distance,
-                              conf.verify.ratio_test, conf.verify.mutual)
-        t1 = time.perf_counter()
-        _, mask = estimate_homography(a.keypoints[m[:, 0]], b.keypoints[m[:, 1]], conf.verify)
-        t2 = time.perf_counter()
-        t_match += t1 - t0
-        t_ransac += t2 - t1
-        inliers.append(int(mask.sum()))
-    n = len(pairs)
-    print(f"preset {args.preset}, {args.keypoints} keypoints per image, {n} pairs (half positive)")
-    print(f"  matching : {1000 * t_match / n:6.2f} ms/pair")
-    print(f"  DEGENSAC : {1000 * t_ransac / n:6.2f} ms/pair")
-    print(f"  total    : {1000 * (t_match + t_ransac) / n:6.2f} ms/pair (one process)")
-    print(f"  inliers  : positives median {np.median(inliers[0::2]):.0f}, "
-          f"negatives median {np.median(inliers[1::2]):.0f}")
+        m = reference_matches(a.descriptors, b.descriptors, vc.max_descriptor_distance, vc.ratio_test,
+                              vc.mutual, vc.max_matches)
+        _, mask = estimate_homography(a.keypoints[m[:, 0]], b.keypoints[m[:, 1]], vc)
+        if int(mask.sum()) != verify_pair(a, b, vc).num_inliers:
+            return False
+    return True
+
+
+def pool_run(work: Path, vc, tasks, workers: int) -> Tuple[float, float, List[Any]]:
+    """One run of the worker pool (``verify._verify_tasks``): seconds, the pairs/s from the first
+    result to the last (once the workers run), and the results."""
+    from landmark_retrieval.verify import _verify_tasks
+
+    results: List[Any] = []
+    stamps: List[float] = []
+
+    def write(result) -> None:
+        results.append(result)
+        stamps.append(time.perf_counter())
+
+    t0 = time.perf_counter()
+    _verify_tasks(work, vc, tasks, workers, write)
+    seconds = time.perf_counter() - t0
+    after_first = sum(len(r[1]) for r in results[1:])
+    steady = after_first / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
+    return seconds, steady, results
+
+
+def worker_start_s(work: Path, vc, repeats: int) -> float:
+    """Seconds until two spawned verification workers are ready (imports, feature stores)."""
+    import concurrent.futures as cf
+    import multiprocessing as mp
+    from dataclasses import asdict
+
+    from landmark_retrieval import verify as V
+
+    def start():
+        pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=V._init_worker,
+                                      initargs=(str(work), asdict(vc), os.getpid()))
+        with V._worker_environment():
+            futures = [pool.submit(V._run_chunk, []) for _ in range(2)]
+        for f in futures:
+            f.result()
+        pool.shutdown()
+
+    return round(median_time(start, repeats)[0], 3)
+
+
+def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
+    """Average precision of the positive pairs when all pairs are ranked by inliers (stable)."""
+    order = np.argsort(-np.asarray(inliers), kind="stable")
+    rel = np.asarray(positive, bool)[order]
+    if not rel.any():
+        return 0.0
+    hits = np.cumsum(rel)
+    return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
+
+
+def rate(pairs: int, seconds: float) -> float:
+    return round(pairs / seconds, 1)
+
+
+# --------------------------------------------------------------------------------------------
+def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
+    from landmark_retrieval.config import get_config
+    from landmark_retrieval.evaluate import evaluate_run
+    from landmark_retrieval.layout import load_retrieval, retrieval_path
+    from landmark_retrieval.predict import predict
+    from landmark_retrieval.verify import _tasks, verify
+
+    t0 = time.perf_counter()
+    data, work = real_photo_run(photos, tmp, quick)
+    tasks = [t for t in _tasks(load_retrieval(retrieval_path(work)), 10) if t[1]]
+    pairs = pairs_of(work, tasks)
+    out: Dict[str, Any] = {"test_images": len(tasks), "pairs": len(pairs),
+                           "setup_s": round(time.perf_counter() - t0, 1),
+                           "keypoints_mean": round(float(np.mean([len(b) for _, b in pairs])), 1)}
+    base = get_config("kaggle-baseline", SIFT)
+    sample = pairs[:40] if quick else pairs  # per-pair figures of --quick: a sample
+    out["baseline_inliers_identical"] = baseline_inliers_identical(sample, base.verify)
+    out["similarity_product"] = product_ms(pairs[:30 if quick else 300], 10, repeats)
+    for preset in PRESETS:
+        conf = get_config(preset, SIFT)
+        res: Dict[str, Any] = {"settings": {k: getattr(conf.verify, k) for k in (
+            "max_descriptor_distance", "ratio_test", "mutual", "max_matches", "max_reprojection_error",
+            "max_iterations")}}
+        res["per_pair"] = per_pair(sample, conf.verify, repeats)
+        res["per_pair"]["matching_straightforward_ms"] = straightforward_matching_ms(
+            pairs[:30 if quick else 300], conf.verify, max(1, repeats // 2))
+        for workers in (1, 2):
+            wconf = get_config(preset, SIFT + [f"verify.num_workers={workers}"])
+            seconds, times = median_time(lambda wconf=wconf: verify(wconf, data, work, overwrite=True), repeats)
+            res[f"workers_{workers}"] = {"seconds": round(seconds, 3), "pairs_per_s": rate(len(pairs), seconds),
+                                         "times": [round(t, 3) for t in times]}
+        steady = clean_runs(lambda conf=conf: pool_run(work, conf.verify, tasks, 2), 1)[0][2][1]
+        res["workers_2"]["steady_pairs_per_s"] = round(steady, 1)
+        predict(conf, data, work)
+        metrics = evaluate_run(conf, data, work)
+        res["accuracy"] = {k: round(metrics[k], 4) for k in ("global_gap", "verified_gap", "global_map100",
+                                                              "verified_map100")}
+        out[preset] = res
+    out["worker_start_s"] = worker_start_s(work, base.verify, 1 if quick else repeats)
+    return out
+
+
+def bench_delg_like(tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
+    from landmark_retrieval.config import get_config
+    from landmark_retrieval.testing.local_features import delg_like_set
+
+    sizes = dict(num_landmarks=3, train_views=3, test_views=2, num_distractors=2) if quick else \
+        dict(num_landmarks=32, train_views=5, test_views=4, num_distractors=32)
+    t0 = time.perf_counter()
+    syn = delg_like_set(**sizes, seed=0)
+    work = tmp / "work-delg-like"
+    write_store(work, "train", syn.train)
+    write_store(work, "test", syn.test)
+    pairs = pairs_of(work, syn.tasks)
+    positive = [syn.is_positive(q, c) for q, cands in syn.tasks for c in cands]
+    out: Dict[str, Any] = {"test_images": len(syn.tasks), "pairs": len(pairs), "positive_pairs": int(sum(positive)),
+                           "setup_s": round(time.perf_counter() - t0, 1), "sizes": sizes}
+    sample = pairs[:40] if quick else pairs  # per-pair figures of --quick: a sample
+    out["baseline_inliers_identical"] = baseline_inliers_identical(sample, get_config("kaggle-baseline").verify)
+    for preset in PRESETS:
+        vc = get_config(preset).verify
+        res: Dict[str, Any] = {"per_pair": per_pair(sample, vc, repeats)}
+        res["per_pair"]["matching_straightforward_ms"] = straightforward_matching_ms(
+            pairs[:30 if quick else 300], vc, max(1, repeats // 2))
+        results: List[Any] = []
+        for workers in (1, 2):
+            runs = [value for _, _, value in clean_runs(
+                lambda vc=vc, workers=workers: pool_run(work, vc, syn.tasks, workers), repeats)]
+            seconds = statistics.median(r[0] for r in runs)
+            results = runs[-1][2]
+            res[f"workers_{workers}"] = {"seconds": round(seconds, 3), "pairs_per_s": rate(len(pairs), seconds),
+                                         "steady_pairs_per_s": round(statistics.median(r[1] for r in runs), 1),
+                                         "times": [round(r[0], 3) for r in runs]}
+        inliers = [i for _, _, r in results for _, i in r]
+        res["accuracy"] = {"pair_ap": round(pair_ap(inliers, positive), 4),
+                           "positives_median_inliers": float(np.median([i for i, p in zip(inliers, positive) if p])),
+                           "negatives_max_inliers": int(max(i for i, p in zip(inliers, positive) if not p))}
+        out[preset] = res
+    return out
+
+
+def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
+    rows = []
+    for key, label in (("real_photos", "real photos"), ("delg_like", "DELG-like")):
+        f = figures.get(key)
+        if not f or "skipped" in f:
+            if f:
+                rows.append((label, f"skipped: {f['skipped']}"))
+            continue
+        kb, fa = f["kaggle-baseline"], f["fast"]
+        n = f["pairs"]
+        what = "`verify()` step" if key == "real_photos" else "worker pool"
+        for name, r in (("kaggle-baseline", kb), ("fast", fa)):
+            w1, w2 = r["workers_1"]["pairs_per_s"], r["workers_2"]["pairs_per_s"]
+            rows.append((f"{label}, {n} pairs, `{name}`: {what}, 1 → 2 workers (2 workers once started)",
+                         f"{w1:.0f} → **{w2:.0f} pairs/s** ({w2 / w1:.2f}x; "
+                         f"{r['workers_2']['steady_pairs_per_s']:.0f} pairs/s)"))
+        for name, r in (("kaggle-baseline", kb), ("fast", fa)):
+            p = r["per_pair"]
+            rows.append((f"{label}, `{name}`: per pair on one core (matching + DEGENSAC; putatives)",
+                         f"{p['total_ms']:.2f} ms ({p['matching_ms']:.2f} + {p['ransac_ms']:.2f}; "
+                         f"{p['putatives_mean']:.0f})"))
+        rows.append((f"{label}: matching per pair, straightforward → now (`kaggle-baseline`; `fast`)",
+                     f"{kb['per_pair']['matching_straightforward_ms']:.2f} → {kb['per_pair']['matching_ms']:.2f} ms; "
+                     f"{fa['per_pair']['matching_straightforward_ms']:.2f} → {fa['per_pair']['matching_ms']:.2f} ms"))
+        if "similarity_product" in f:
+            sp = f["similarity_product"]
+            rows.append((f"{label}: float32 similarity product alone, per pair: one per pair; one per test image "
+                         "against its 10 candidates stacked", f"{sp['per_pair_ms']:.2f} ms; "
+                                                               f"{sp['stacked_per_test_image_ms']:.2f} ms"))
+        if key == "real_photos":
+            a0, a1 = kb["accuracy"], fa["accuracy"]
+            rows.append(("real photos: GAP / mAP@100, global only; `kaggle-baseline`; `fast`",
+                         f"{a0['global_gap']:.4f} / {a0['global_map100']:.4f}; {a0['verified_gap']:.4f} / "
+                         f"{a0['verified_map100']:.4f}; **{a1['verified_gap']:.4f} / {a1['verified_map100']:.4f}**"))
+            rows.append(("two worker processes ready (spawn, imports, feature stores)", f"{f['worker_start_s']:.2f} s"))
+        else:
+            rows.append(("DELG-like: AP of same-landmark pairs ranked by inliers, `kaggle-baseline`; `fast`",
+                         f"{kb['accuracy']['pair_ap']:.4f}; {fa['accuracy']['pair_ap']:.4f}"))
+        rows.append((f"{label}: `kaggle-baseline` inliers equal the straightforward implementation's",
+                     "yes" if f["baseline_inliers_identical"] else "**NO**"))
+    return rows
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--quick", action="store_true",
+                        help="a subset of the photos, 80 synthetic pairs, per-pair figures on samples, 2 repeats")
+    parser.add_argument("--repeats", type=int, help="timing repeats (default 3, --quick 2)")
+    parser.add_argument("--photos", type=Path, default=default_photos(), help="folder with groups.csv")
+    parser.add_argument("--sets", default="real,delg-like", help="comma-separated: real, delg-like (default both)")
+    parser.add_argument("--out", type=Path, help="JSON file (default benchmarks/results/verify.json)")
+    args = parser.parse_args(argv)
+    sets = set(args.sets.split(","))
+    repeats = args.repeats or (2 if args.quick else 3)
+    set_patience(10 if args.quick else 900)
+    started = machine_info()
+
+    from landmark_retrieval.progress import set_progress
+
+    set_progress(False)
+    logging.getLogger("landmark_retrieval").setLevel(logging.WARNING)
+    figures: Dict[str, Any] = {"repeats": repeats, "presets": list(PRESETS)}
+    with tempfile.TemporaryDirectory(prefix="bench_verify_") as tmp:
+        if "real" not in sets:
+            figures["real_photos"] = {"skipped": "not asked for (--sets)"}
+        elif (args.photos / "groups.csv").is_file():
+            (Path(tmp) / "real").mkdir()
+            figures["real_photos"] = bench_real(args.photos, Path(tmp) / "real", args.quick, repeats)
+        else:
+            figures["real_photos"] = {"skipped": f"no groups.csv in {args.photos}"}
+        if "delg-like" in sets:
+            (Path(tmp) / "syn").mkdir()
+            figures["delg_like"] = bench_delg_like(Path(tmp) / "syn", args.quick, repeats)
+        else:
+            figures["delg_like"] = {"skipped": "not asked for (--sets)"}
+    real = figures["real_photos"]
+    setup = ("verification of 10 candidates per test image with the `kaggle-baseline` and `fast` presets: real "
+             + (f"photos ({real['test_images']} test images of `../shared/data`, RootSIFT, "
+                f"{real['keypoints_mean']:.0f} keypoints per image on average, candidates from retrieval)"
+                if "skipped" not in real else "photos skipped")
+             + (f" and DELG-like synthetic features ({figures['delg_like']['test_images']} test images, 1000 "
+                "128-d descriptors per image, planar geometry)" if "skipped" not in figures["delg_like"] else "")
+             + f"; 1 worker = one process with one BLAS thread; medians of {repeats} runs")
+    write_result("verify", setup, summary_rows(figures), figures, args.quick, args.out, started)
+    return 0
 
 
 if __name__ == "__main__":
-    main()
+    sys.exit(main())

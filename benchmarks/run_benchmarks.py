@@ -5,7 +5,8 @@ from pathlib import Path
 
 HERE = Path(__file__).parent
 
-for script in ("bench_verify.py", "bench_retrieve.py", "bench_delg_extract.py", "bench_memory.py"):
+for script in ("bench_verify.py", "bench_retrieve.py", "bench_delg_extract.py", "bench_embedding.py",
+               "bench_memory.py"):
     path = HERE / script
     if path.is_file():
         print(f"== {script}", flush=True)

@@ -365,7 +365,7 @@ def test_broken_train_csv_still_raises_from_load_dataset(tmp_path):
 def demo_builds(monkeypatch):
     built = []
 
-    def fake_build(root):
+    def fake_build(root, spec=None):
         Path(root).mkdir(parents=True, exist_ok=True)
         (Path(root) / "demo.json").write_text("{}")
         built.append(Path(root))

@@ -198,9 +198,11 @@ def test_each_command_takes_only_the_options_it_uses():
 
     settings = {"--work", "--preset", "--set"}
     data = {"--data", "--task"}
-    run = data | {"--out", "--backend", "--model", "--workers", "--overwrite", "--json"}
+    run = data | {"--out", "--backend", "--model", "--workers", "--overwrite", "--json", "--time-budget", "--cluster"}
     assert options("run") == run | settings
-    assert options("extract") == data | {"--backend", "--model", "--overwrite", "--candidates"} | settings
+    assert options("extract") == data | {"--backend", "--model", "--overwrite", "--candidates", "--shard",
+                                         "--cluster"} | settings
+    assert options("merge") == {"--work", "--link", "--json"}
     assert options("retrieve") == data | {"--overwrite"} | settings
     assert options("verify") == {"--workers", "--overwrite"} | settings
     assert options("predict") == data | settings

@@ -41,7 +41,7 @@ def test_kaggle_baseline_preset_matches_the_host_baseline():
 def test_backend_sections_are_nested_dataclasses():
     c = get_config("demo")
     assert (c.extract.sift.max_keypoints, c.extract.vlad.num_words, c.extract.vlad.seed) == (1000, 32, 0)
-    assert set(extract_sections()) == {"sift", "vlad", "delg"}
+    assert set(extract_sections()) == {"sift", "vlad", "delg", "embedding", "ensemble"}
     for name in extract_sections():
         assert dataclasses.is_dataclass(getattr(c.extract, name))
     # the same idea has the same name in every backend

@@ -1,6 +1,7 @@
 """Kaggle path detection, configuration choice and the public-run shortcut, on a fake layout."""
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -39,7 +40,7 @@ def no_pipeline(monkeypatch):
     """Replace pipeline.run: records its calls and writes a one-row submission."""
     calls = []
 
-    def fake_run(conf, data, work, out, overwrite=False, backend=None):
+    def fake_run(conf, data, work, out, overwrite=False, backend=None, time_budget=None):
         calls.append((conf, Path(data), Path(work), Path(out)))
         Path(out).parent.mkdir(parents=True, exist_ok=True)
         Path(out).write_text("id,landmarks\nx,1 1.0\n")
@@ -60,14 +61,33 @@ def test_not_on_kaggle_here(tmp_path):
 def test_on_kaggle_takes_kaggle_paths(public_kaggle):
     inp, working = public_kaggle
     assert kaggle.on_kaggle(inp)
-    paths = kaggle.resolve_paths("ignored/data", "ignored/work", "ignored/model", "ignored.csv",
+    paths = kaggle.resolve_paths("ignored/data", "ignored/work", "", "ignored.csv",
                                  kaggle_input=inp, kaggle_working=working)
     assert paths.on_kaggle
     assert paths.data == inp / "landmark-recognition-2020"
-    assert paths.model == inp / "delg-saved-models" / "local_and_global"
+    assert paths.model == inp / "delg-saved-models" / "local_and_global"  # the default model
+    assert paths.models == (paths.model,)
     assert paths.submission == working / "submission.csv"
     assert paths.work == kaggle.KAGGLE_WORK and "working" not in str(paths.work)
     assert "[Kaggle]" in str(paths)
+
+
+def test_on_kaggle_model_comes_from_any_attached_dataset(public_kaggle):
+    inp, working = public_kaggle
+    (inp / "my-effnet").mkdir()
+    (inp / "my-effnet" / "model.keras").write_bytes(b"PK")
+    delg = inp / "delg-saved-models" / "local_and_global"
+    # an absolute path, or a path relative to /kaggle/input
+    for model in (inp / "my-effnet" / "model.keras", "my-effnet/model.keras"):
+        paths = kaggle.resolve_paths(model=model, kaggle_input=inp, kaggle_working=working)
+        assert paths.model == inp / "my-effnet" / "model.keras" and paths.models == (paths.model,)
+    # several models (a list, or one string joined by os.pathsep): an ensemble
+    for models in (["my-effnet/model.keras", delg], f"my-effnet/model.keras{os.pathsep}{delg}"):
+        paths = kaggle.resolve_paths(model=models, kaggle_input=inp, kaggle_working=working)
+        assert paths.models == (inp / "my-effnet" / "model.keras", delg) and paths.model == paths.models[0]
+        assert "model=[" in str(paths)
+    with pytest.raises(FileNotFoundError, match=r"my-vit/model\.onnx does not exist: attach the dataset"):
+        kaggle.resolve_paths(model="my-vit/model.onnx", kaggle_input=inp, kaggle_working=working)
 
 
 def test_on_kaggle_without_the_model_says_what_to_attach(tmp_path):
@@ -98,7 +118,7 @@ def test_local_missing_paths(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="DATA"):
         kaggle.resolve_paths(None, build_demo=False, kaggle_input=tmp_path)
     built = []
-    monkeypatch.setattr("landmark_retrieval.demo.build_demo_dataset", lambda root: built.append(Path(root)))
+    monkeypatch.setattr("landmark_retrieval.demo.build_demo_dataset", lambda root, spec=None: built.append(Path(root)))
     # a given DATA that does not exist is an error, never the demo (see test_bad_inputs.py)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         kaggle.resolve_paths(tmp_path / "demo", kaggle_input=tmp_path)
@@ -128,6 +148,40 @@ def test_choose_config(tmp_path):
         kaggle.choose_config("", backend="delg")
     with pytest.raises(ValueError, match="backend"):
         kaggle.choose_config(None, backend="orb")
+
+
+def test_choose_config_guesses_the_backend_of_each_model(tmp_path):
+    delg = tmp_path / "delg"
+    delg.mkdir()
+    (delg / "saved_model.pb").write_bytes(b"\n\x0cinput_scales\x12")  # DELG's input name in the graph
+    keras_file = tmp_path / "effnet.keras"
+    keras_file.write_bytes(b"PK")
+    onnx_file = tmp_path / "vit.onnx"
+    onnx_file.write_bytes(b"onnx")
+    one = kaggle.choose_config(keras_file)
+    assert (one.name, one.extract.backend, one.extract.model_path) == ("embedding", "embedding", str(keras_file))
+    assert one.verify.enabled is False
+    assert kaggle.choose_config(str(delg)).extract.backend == "delg"
+    both = kaggle.choose_config([keras_file, delg])
+    assert both.name == "kaggle-baseline" and both.extract.backend == "ensemble"
+    assert both.extract.ensemble.members == ({"backend": "embedding", "model_path": str(keras_file)},
+                                             {"backend": "delg", "model_path": str(delg)})
+    assert both.extract.ensemble.local == "delg"
+    # no DELG member: no local features, so no re-ranking; overrides reach into the ensemble
+    two = kaggle.choose_config(f"{keras_file}{os.pathsep}{onnx_file}", overrides=["extract.ensemble.local=sift"])
+    assert two.name == "embedding" and two.extract.ensemble.local == "sift"
+    assert [m["backend"] for m in two.extract.ensemble.members] == ["embedding", "embedding"]
+    # an ensemble described by the overrides alone
+    members = '[{"backend": "embedding", "model_path": "m.keras"}]'
+    own = kaggle.choose_config("", "ensemble", "demo", [f"extract.ensemble.members={members}"])
+    assert own.extract.ensemble.members == ({"backend": "embedding", "model_path": "m.keras"},)
+    # two DELG models: local features from the first
+    two_delg = kaggle.choose_config([delg, delg])
+    assert two_delg.extract.ensemble.local == "delg1"
+    with pytest.raises(ValueError, match="needs at least one member"):
+        kaggle.choose_config("", backend="ensemble")
+    with pytest.raises(ValueError, match="2 models .* make an ensemble"):
+        kaggle.choose_config([keras_file, delg], backend="delg")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -197,3 +251,29 @@ def test_environment_report():
     assert lines[0].startswith("numpy") and "missing" not in lines[0]
     assert "0.1" in lines[1] or "installed" in lines[1]
     assert "missing (ModuleNotFoundError)" in lines[2]
+
+
+def test_glr2021_layout_and_public_run_shortcut(tmp_path, no_pipeline):
+    """GLR2021: the competition data is landmark-retrieval-2021 (index/ + test/); the public run
+    has 1,129 test images."""
+    comp = tmp_path / "input" / "landmark-retrieval-2021"
+    (comp / "index" / "0" / "0" / "0").mkdir(parents=True)
+    (comp / "sample_submission.csv").write_text("id,images\n")
+    for i in range(kaggle.PUBLIC_TEST_IMAGES_2021):
+        d = comp / "test" / "0" / "0" / f"{i % 16:x}"
+        d.mkdir(parents=True, exist_ok=True)
+        (d / f"00{i:014d}.jpg").write_bytes(b"")
+    m = tmp_path / "input" / "delg-saved-models" / "local_and_global"
+    (m / "variables").mkdir(parents=True)
+    (m / "saved_model.pb").write_bytes(b"\x08\x01")
+    (tmp_path / "working").mkdir()
+    inp = tmp_path / "input"
+    assert kaggle.on_kaggle(inp, task="retrieval") and not kaggle.on_kaggle(inp)
+    paths = kaggle.resolve_paths(kaggle_input=inp, kaggle_working=tmp_path / "working", task="retrieval")
+    assert paths.data == comp and paths.task == "retrieval" and paths.model == m
+    assert kaggle.is_public_run(paths.data, task="retrieval")
+    result = kaggle.make_submission(kaggle.choose_config(paths.model), paths)
+    assert result.shortcut and result.submission.read_text() == "id,images\n" and not no_pipeline
+    (comp / "test" / "0" / "0" / "0" / "0000000000000000.jpg").unlink()  # the hidden test set: run
+    assert not kaggle.is_public_run(paths.data, task="retrieval")
+    assert not kaggle.make_submission(kaggle.choose_config(paths.model), paths).shortcut and len(no_pipeline) == 1

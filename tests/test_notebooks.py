@@ -3,12 +3,14 @@
 Notebooks read their parameters from ``LR_*`` environment variables in their config cell, so the
 tests set those (the kernel inherits the environment) and execute the committed notebooks
 unchanged: with the classical backend, and notebooks 02 and 03 also with a DELG export built by
-the project (``export_test_model``, TF1 style, like Kaggle's model).
+the project (``export_test_model``, TF1 style, like Kaggle's model); notebook 02 also with a
+``MODEL`` list (a Keras embedding model and the DELG export: an ensemble).
 """
 from __future__ import annotations
 
 import base64
 import io
+import os
 import re
 from pathlib import Path
 from typing import Optional
@@ -24,7 +26,8 @@ from landmark_retrieval.store import read_meta
 from landmark_retrieval.submit import read_submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
-NAMES = ("01_quickstart.ipynb", "02_glr2020_submission.ipynb", "03_visualise_matches.ipynb")
+NAMES = ("01_quickstart.ipynb", "02_glr2020_submission.ipynb", "03_visualise_matches.ipynb",
+         "04_glr2021_retrieval.ipynb")
 CELL_TIMEOUT = 900  # seconds per cell: a cell runs the whole pipeline
 
 
@@ -42,6 +45,16 @@ def delg_model(tmp_path_factory) -> Path:
 
     path = tmp_path_factory.getbasetemp() / "lr_delg_tf1"
     return path if (path / "saved_model.pb").is_file() else export_test_model(path, style="tf1")
+
+
+@pytest.fixture(scope="session")
+def embedding_model(tmp_path_factory) -> Path:
+    """A small random-weight Keras embedding network (.keras file)."""
+    pytest.importorskip("tensorflow")
+    from landmark_retrieval.testing import export_embedding_model
+
+    path = tmp_path_factory.getbasetemp() / "lr_embedding" / "model.keras"
+    return path if path.is_file() else export_embedding_model(path.parent, formats=("keras",))["keras"]
 
 
 def _read(name: str) -> nbformat.NotebookNode:
@@ -118,8 +131,9 @@ def test_notebook_is_committed_clean_and_thin(name):
     assert nb.cells[0].cell_type == "markdown" and "LR_" in nb.cells[0].source
 
 
-def test_submission_notebook_installs_offline_without_tensorflow():
-    source = "\n".join(c.source for c in _read("02_glr2020_submission.ipynb").cells if c.cell_type == "code")
+@pytest.mark.parametrize("name", ["02_glr2020_submission.ipynb", "04_glr2021_retrieval.ipynb"])
+def test_submission_notebook_installs_offline_without_tensorflow(name):
+    source = "\n".join(c.source for c in _read(name).cells if c.cell_type == "code")
     install = [line for line in source.splitlines() if "pip install" in line]
     assert len(install) == 1
     assert all(flag in install[0] for flag in ("--no-index", "--no-deps", "--find-links"))
@@ -160,18 +174,29 @@ def test_01_quickstart(demo_data, tmp_path, tmp_path_factory, monkeypatch):
     _assert_quiet(nb)
 
 
-@pytest.mark.parametrize("backend", ["sift", "delg"])
+@pytest.mark.parametrize("backend", ["sift", "delg", "ensemble"])
 def test_02_submission(backend, demo_data, tmp_path, tmp_path_factory, monkeypatch, request):
-    model = request.getfixturevalue("delg_model") if backend == "delg" else None
+    model = request.getfixturevalue("delg_model") if backend != "sift" else None
     work = tmp_path_factory.getbasetemp() / f"lr_nb_work_{backend}"  # notebook 03 reuses it
-    _env(monkeypatch, tmp_path, demo_data, work, model, LR_SET=DELG_SET if model else "")
+    if backend == "ensemble":  # MODEL lists two models: an embedding model and DELG (auto: an ensemble)
+        embedding = request.getfixturevalue("embedding_model")
+        _env(monkeypatch, tmp_path, demo_data, work, f"{embedding}{os.pathsep}{model}", LR_BACKEND="auto",
+             LR_SET=DELG_SET + " extract.embedding.input_size=64")
+        model = None
+    else:
+        _env(monkeypatch, tmp_path, demo_data, work, model, LR_SET=DELG_SET if model else "")
     nb = _execute(_read("02_glr2020_submission.ipynb"), tmp_path)
     out = _stdout(nb)
     assert "No wheel folder" in out and "[local]" in out
     assert f"Wrote {tmp_path / 'submission.csv'}" in out
     submission = read_submission(tmp_path / "submission.csv")
     assert len(submission) == 40 and sum(v is not None for v in submission.values()) >= 30
-    assert read_meta(feature_dir(work, "test"))["name"] == backend
+    meta = read_meta(feature_dir(work, "test"))
+    assert meta["name"] == backend
+    if backend == "ensemble":
+        assert [m["backend"]["name"] for m in meta["members"]] == ["embedding", "delg"]
+        assert meta["local_member"] == "delg"
+        assert "preset kaggle-baseline + extract.backend=ensemble" in out and "extract.ensemble.local=delg" in out
     if model:
         # the config cell prints the preset and what differs from it, as --set arguments
         assert f"preset kaggle-baseline + extract.model_path={model}" in out
@@ -194,3 +219,23 @@ def test_03_visualise(backend, demo_data, tmp_path, tmp_path_factory, monkeypatc
     _assert_pictures(nb, 4)  # neighbours, matches, keypoints of the test and of the train image
     _assert_quiet(nb, widgets=False)  # the run of notebook 02 may have left nothing to do
     assert read_meta(feature_dir(work, "test"))["name"] == backend
+
+
+@pytest.mark.parametrize("backend", ["sift", "delg"])
+def test_04_retrieval(backend, tmp_path, tmp_path_factory, monkeypatch, request):
+    from landmark_retrieval.demo import DemoSpec
+    from landmark_retrieval.submit import read_retrieval_submission
+
+    data = build_demo_dataset(tmp_path_factory.getbasetemp() / "lr_demo_retrieval", DemoSpec(task="retrieval"))
+    model = request.getfixturevalue("delg_model") if backend == "delg" else None
+    _env(monkeypatch, tmp_path, data, tmp_path / "work", model, LR_SET=DELG_SET if model else "")
+    nb = _execute(_read("04_glr2021_retrieval.ipynb"), tmp_path)
+    out = _stdout(nb)
+    assert f"Wrote {tmp_path / 'submission.csv'}" in out and "verified_map100" in out
+    index_ids = {p.stem for p in (data / "index").rglob("*.jpg")}
+    submission = read_retrieval_submission(tmp_path / "submission.csv", index_ids=index_ids)
+    assert len(submission) == 40 and all(len(v) <= 100 for v in submission.values())
+    assert sum(bool(v) for v in submission.values()) >= 35
+    assert read_meta(feature_dir(tmp_path / "work", "index"))["name"] == backend
+    _assert_pictures(nb, 2)
+    _assert_quiet(nb, dataset_loads=None)

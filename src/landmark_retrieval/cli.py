@@ -17,8 +17,9 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional
 
 from . import __version__
-from .backends import BACKENDS, default_backend
+from .backends import BACKENDS, backend_for_model, default_backend
 from .config import PRESETS, Config, flatten, format_value, get_config, read_run_config, resolve_run_config
+from .dataset import TASKS
 from .store import StoreWriteError
 
 logger = logging.getLogger("landmark_retrieval")
@@ -83,7 +84,11 @@ def _verbosity_parser(suppress: bool) -> argparse.ArgumentParser:
 
 def _data(p: argparse.ArgumentParser, required: bool = True) -> None:
     p.add_argument("--data", required=required, type=Path, metavar="DIR",
-                   help="GLR-layout dataset root (train.csv, train/, test/[, solution.csv])")
+                   help="GLR-layout dataset root: train.csv, train/, test/ (recognition) or index/, test/ "
+                        "[, train.csv, train/] (retrieval)[, solution.csv]")
+    p.add_argument("--task", choices=TASKS, default=None,
+                   help="recognition (GLR2020: id,landmarks) or retrieval (GLR2021: id,images) "
+                        "(default: retrieval when DATA has an index/ folder)")
 
 
 def _work(p: argparse.ArgumentParser, default: Optional[Path] = Path("work")) -> None:
@@ -104,8 +109,9 @@ def _backend(p: argparse.ArgumentParser) -> None:
     choices = "; ".join(f"{b.name}: {b.description}" for b in BACKENDS.values())
     p.add_argument("--backend", choices=list(BACKENDS), help=f"feature backend, sets extract.backend ({choices})")
     p.add_argument("--model", type=Path, metavar="DIR",
-                   help=f"model directory, sets extract.model_path (and extract.backend={default_backend(True)} "
-                        "when the backend needs no model), e.g. .../delg-saved-models/local_and_global")
+                   help="model folder or file, sets extract.model_path (and, when the backend needs no model, "
+                        f"extract.backend to the one the model looks like: {default_backend(True)} for a DELG "
+                        "SavedModel, embedding for a .keras/.onnx file), e.g. .../delg-saved-models/local_and_global")
 
 
 def _workers(p: argparse.ArgumentParser) -> None:
@@ -125,6 +131,31 @@ def _out(p: argparse.ArgumentParser) -> None:
 
 def _json(p: argparse.ArgumentParser, what: str) -> None:
     p.add_argument("--json", action="store_true", help=f"print {what} as JSON on stdout (and nothing else)")
+
+
+def _duration_arg(text: str) -> str:
+    from .budget import parse_duration
+
+    try:
+        parse_duration(text, "--time-budget")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
+
+
+def _shard_arg(text: str):
+    from .shards import parse_shard
+
+    try:
+        return parse_shard(text, where="")
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _cluster(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--cluster", metavar="ADDRESS",
+                   help="extract on a Dask cluster: a scheduler address (tcp://HOST:8786) or local:N, sets run.cluster "
+                        "(none = this process; needs the [distributed] extra)")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -151,6 +182,10 @@ def build_parser() -> argparse.ArgumentParser:
     _backend(p)
     _workers(p)
     _overwrite(p)
+    p.add_argument("--time-budget", type=_duration_arg, metavar="DURATION",
+                   help="finish within this time, e.g. 8h30m, 90m or 3600 (seconds), sets run.time_budget: a "
+                        "global-only submission first, then verification until the time is nearly up (none = no limit)")
+    _cluster(p)
     _json(p, "the submission path and the metrics")
 
     p = command("extract", "step 1: local and global features of the train and test images", step=True)
@@ -161,6 +196,20 @@ def build_parser() -> argparse.ArgumentParser:
     _overwrite(p)
     p.add_argument("--candidates", action="store_true",
                    help="after retrieve: local features of the re-ranking candidates (extract.train_local=candidates)")
+    p.add_argument("--shard", type=_shard_arg, metavar="I/N",
+                   help="extract only part I of N (0 <= I < N) of every split, chosen by a hash of the image id; run "
+                        "the N parts anywhere, then `landmark-retrieval merge` their work directories")
+    _cluster(p)
+
+    p = command("merge", "merge the work directories of a sharded extraction (extract --shard I/N) into one",
+                epilog="Copies (or links) the parts' feature shards into --work, after checking that they were "
+                       "extracted with the same settings; then `landmark-retrieval run --work WORK` extracts what is "
+                       "missing, fits the codebook on all images and gives the results of a single-machine run.")
+    p.add_argument("--work", type=Path, required=True, metavar="DIR", help="the work directory to merge into")
+    p.add_argument("sources", nargs="+", type=Path, metavar="PART", help="work directories of the parts")
+    p.add_argument("--link", choices=("copy", "symlink", "hardlink"), default="copy",
+                   help="copy the shard files, or link them (the parts must then stay where they are)")
+    _json(p, "what was merged")
 
     p = command("retrieve", "step 2: the k nearest train images of every test image", step=True)
     _data(p)
@@ -203,8 +252,10 @@ def build_parser() -> argparse.ArgumentParser:
     _json(p, "the metrics")
 
     p = command("demo", "build the embedded demo dataset and run the classical pipeline on it")
-    p.add_argument("--data", type=Path, default=Path("data/demo"), metavar="DIR",
-                   help="where the demo dataset is built (once)")
+    p.add_argument("--data", type=Path, default=None, metavar="DIR",
+                   help="where the demo dataset is built, once (default: data/demo, or data/demo-retrieval)")
+    p.add_argument("--task", choices=TASKS, default="recognition",
+                   help="recognition (train/ + labels) or retrieval (an index/ variant, scored with mAP@100)")
     _work(p, default=Path("work/demo"))
     _out(p)
     _settings(p, saved=False, default="demo")
@@ -251,6 +302,25 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--find-links", action="append", default=[], metavar="DIR",
                    help="local folder of wheels to look in (repeatable)")
     p.add_argument("--dry-run", action="store_true", help="print the pip commands only")
+
+    p = command("split", "carve a validation dataset out of DATA/train.csv (never looks at test labels)",
+                epilog="Held-out images of train landmarks become test images with their landmark; all images of "
+                       "held-out landmarks become distractors (no landmark); the rest stays train. Images are "
+                       "linked into a GLR-layout dataset at OUT (train.csv, solution.csv, split.json): run the "
+                       "pipeline on it with `run --data OUT`.")
+    p.add_argument("--data", required=True, type=Path, metavar="DIR",
+                   help="GLR recognition dataset (train.csv, train/)")
+    p.add_argument("--out", required=True, type=Path, metavar="DIR",
+                   help="the validation dataset to write (a new or empty folder, or an earlier split)")
+    p.add_argument("--fraction", type=float, default=0.1,
+                   help="share of the kept landmarks' images held out as test images")
+    p.add_argument("--distractor-landmarks", type=float, default=0.1,
+                   help="share of the landmarks whose images all become distractors")
+    p.add_argument("--distractors-per-landmark", type=int, default=0, metavar="N",
+                   help="at most N distractors per held-out landmark, the others left out (0 = all)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the random selection")
+    p.add_argument("--copy", action="store_true", help="copy the images instead of linking them")
+    _json(p, "the split's counts")
 
     p = command("make-test-model", "export a small random-weight DELG SavedModel (offline)")
     p.add_argument("directory", type=Path, help="output folder (must not hold a SavedModel yet)")
@@ -328,7 +398,11 @@ def _step_config(args: argparse.Namespace, save: bool = True) -> Config:
             preset = getattr(args, "preset", None)
             current = get_config(preset or read_run_config(args.work) or "default", overrides).extract.backend
             if not BACKENDS[current].needs_model:
-                overrides.append(f"extract.backend={default_backend(model=True)}")
+                overrides.append(f"extract.backend={backend_for_model(model)}")
+    if getattr(args, "time_budget", None) is not None:
+        overrides.append(f"run.time_budget={args.time_budget}")
+    if getattr(args, "cluster", None) is not None:
+        overrides.append(f"run.cluster={args.cluster}")
     if getattr(args, "workers", None) is not None:
         overrides.append(f"verify.num_workers={args.workers}")
     return resolve_run_config(args.work, getattr(args, "preset", None), overrides, save=save)
@@ -373,8 +447,12 @@ def _demo_scores(metrics: Dict[str, Any]) -> List[str]:
     def get(key: str) -> float:
         return float(metrics.get(key, float("nan")))
 
-    return [f"GAP global-only: {get('global_gap'):.4f}   GAP verified: {get('verified_gap'):.4f}",
-            f"mAP@100 global-only: {get('global_map100'):.4f}   mAP@100 verified: {get('verified_map100'):.4f}"]
+    lines = []
+    if "global_gap" in metrics:
+        lines.append(f"GAP global-only: {get('global_gap'):.4f}   GAP verified: {get('verified_gap'):.4f}")
+    lines.append(f"mAP@100 global-only: {get('global_map100'):.4f}   mAP@100 verified: {get('verified_map100'):.4f}"
+                 + (f"   label-aware: {get('label_map100'):.4f}" if "label_map100" in metrics else ""))
+    return lines
 
 
 def _dispatch(args: argparse.Namespace) -> int:
@@ -384,7 +462,11 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "demo":
         from .demo import run_demo
 
-        result = run_demo(args.data, args.work, args.out, preset=args.preset, overrides=args.overrides)
+        data = args.data or Path("data/demo" if args.task == "recognition" else "data/demo-retrieval")
+        work = args.work
+        if args.task == "retrieval" and work == Path("work/demo"):
+            work = Path("work/demo-retrieval")
+        result = run_demo(data, work, args.out, preset=args.preset, overrides=args.overrides, task=args.task)
         if args.json:
             _print_json({"submission": str(result.submission), "figure": str(result.figure) if result.figure else None,
                          "work": str(result.work), "metrics": result.metrics})
@@ -438,6 +520,31 @@ def _dispatch(args: argparse.Namespace) -> int:
         else:
             print(house)
         return 0
+    if cmd == "split":
+        from .split import make_validation_split
+
+        split = make_validation_split(args.data, args.out, fraction=args.fraction,
+                                      distractor_landmarks=args.distractor_landmarks, seed=args.seed, copy=args.copy,
+                                      distractors_per_landmark=args.distractors_per_landmark)
+        counts = split.summary()
+        if args.json:
+            _print_json({"data": str(args.out), **counts})
+        else:
+            print(f"validation dataset: {args.out}")
+            for key, value in counts.items():
+                print(f"{key:>20}: {value}")
+        return 0
+    if cmd == "merge":
+        from .shards import merge
+
+        merged = merge(args.work, args.sources, link=args.link)
+        if args.json:
+            _print_json({"work": str(merged.work), "added_shards": merged.added, "added_images": merged.images,
+                         "already_merged": merged.already, "damaged": merged.damaged,
+                         "missing_parts": merged.missing_parts})
+        else:
+            print(merged)
+        return 0
     if cmd == "make-test-model":
         from .testing import export_test_model
 
@@ -450,6 +557,10 @@ def _dispatch(args: argparse.Namespace) -> int:
         _step_config(args, save=False)  # bad options are reported first
         raise FileNotFoundError(f"{args.work} holds no features: run `extract` (or `run`) with this --work first")
     conf = _step_config(args)
+    if getattr(args, "task", None) and getattr(args, "data", None):
+        from .dataset import load_dataset
+
+        args.data = load_dataset(args.data, args.task)
     if cmd == "run":
         from .pipeline import run
 
@@ -457,9 +568,12 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.json:
             _print_json({"submission": str(result.submission), "work": str(result.work),
                          "metrics": result.metrics, "score_error": result.score_error,
-                         "timings": {step: round(seconds, 3) for step, seconds in result.timings.items()}})
+                         "timings": {step: round(seconds, 3) for step, seconds in result.timings.items()},
+                         "time_budget": result.time_budget, "skipped": result.skipped})
         else:
             print(f"submission: {result.submission}")
+            for note in result.skipped:
+                print(f"skipped: {note}")
             if result.metrics:
                 _print_metrics(result.metrics, False)
         return 1 if result.score_error else 0
@@ -470,7 +584,7 @@ def _dispatch(args: argparse.Namespace) -> int:
         if args.candidates:
             extract_candidates(conf, args.data, args.work)
         else:
-            extract(conf, args.data, args.work, overwrite=args.overwrite)
+            extract(conf, args.data, args.work, overwrite=args.overwrite, shard=args.shard)
     elif cmd == "retrieve":
         from .retrieve import retrieve
 

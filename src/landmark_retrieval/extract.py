@@ -9,6 +9,11 @@ run through the backend once. Images already in the store are skipped, so an int
 resumes where it stopped. Results depend only on the set of images and the settings, never on
 interruptions, shard size or read order: the codebook's training sample is drawn per image from
 ``(seed, image id)`` and assembled in id order.
+
+``shard=(i, n)`` extracts the deterministic i-th of n parts of every split (see
+:mod:`landmark_retrieval.shards`; no codebook is fitted on a part: ``merge``, then ``run``, fits
+it on all of them), and with ``run.cluster`` the images are extracted on the workers of a Dask
+cluster (see :mod:`landmark_retrieval.cluster`); the stores are the same either way.
 """
 from __future__ import annotations
 
@@ -23,6 +28,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from .backends import Backend, make_backend
+from .cluster import DaskEngine, cluster_engine
 from .config import Config
 from .dataset import Dataset, load_dataset
 from .features import Features
@@ -39,6 +45,7 @@ from .layout import (
     stamp_changes,
 )
 from .progress import progress
+from .shards import shard_ids, write_shard_record
 from .store import FeatureStore, ShardWriter, read_array, write_array, write_meta, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
@@ -90,7 +97,8 @@ def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
 def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Path,
                   num_workers: int = 2, shard_size: int = 500, half_precision: bool = False,
                   ids: Optional[Sequence[str]] = None, local: bool = True,
-                  global_: bool = True, max_pixels: Optional[int] = None) -> FeatureStore:
+                  global_: bool = True, max_pixels: Optional[int] = None,
+                  engine: Optional[DaskEngine] = None) -> FeatureStore:
     """Extract features of the images of one split that are not in ``directory`` yet.
 
     Args:
@@ -98,6 +106,7 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
             backend builds later from local ones, as VLAD, are not expected here).
         max_pixels: larger images are decoded at reduced size (keypoints are still stored in
             original-image pixels).
+        engine: extract on a cluster's workers instead of in this process (same store).
 
     An image that cannot be decoded, makes the backend fail or gives no usable global
     descriptor is recorded as a failure (listed in failures.csv, never retried); one decoded
@@ -118,7 +127,11 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
     todo = [i for i in ids if i not in done]
     logger.info("%s: %d images, %d already extracted, %d to do", split, len(ids), len(ids) - len(todo), len(todo))
     failures = 0
-    if todo:
+    if todo and engine is not None:
+        failures = engine.extract_split(backend, dataset, split, directory, todo, local=local, global_=global_,
+                                        num_workers=num_workers, half_precision=half_precision,
+                                        max_pixels=max_pixels, shard_size=shard_size)
+    elif todo:
         items = ((i, dataset.path(split, i)) for i in todo)
         with ShardWriter(directory, shard_size=shard_size, half_precision=half_precision) as writer:
             for image_id, decoded, error in progress(
@@ -254,7 +267,9 @@ def dataset_splits(conf: Config, dataset: Dataset) -> Tuple[str, ...]:
 
 
 def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False,
-            *, splits: Optional[Sequence[str]] = None, backend: Optional[Backend] = None) -> Path:
+            *, splits: Optional[Sequence[str]] = None, backend: Optional[Backend] = None,
+            shard: Optional[Tuple[int, int]] = None, aggregate: bool = True,
+            engine: Optional[DaskEngine] = None) -> Path:
     """Step 1: extract features for a GLR dataset.
 
     Args:
@@ -264,13 +279,20 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
         overwrite: delete stored features made with other settings instead of raising.
         splits: which splits to process (default: :func:`dataset_splits`).
         backend: an already-built backend (e.g. a loaded DELG model) to reuse.
+        shard: ``(i, n)``: only the i-th of n deterministic parts of every split (see
+            :func:`landmark_retrieval.shards.shard_ids`); no codebook is fitted.
+        aggregate: fit the codebook and build the global descriptors of aggregating backends
+            (VLAD) once every split is extracted; False leaves it to a later call.
+        engine: where images are extracted (default: ``run.cluster``'s Dask cluster when set,
+            else this process).
 
     Returns:
         ``WORK/features`` (one store per split inside).
     """
     work = Path(work)
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
-    backend = backend or make_backend(conf.extract)
+    engine = engine if engine is not None else cluster_engine(conf)
+    backend = backend or (engine.backend(conf.extract) if engine is not None else make_backend(conf.extract))
     meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
     logger.info("Extracting features with the %s backend", backend.name)
     stores: Dict[str, FeatureStore] = {}
@@ -288,9 +310,15 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
         stores[split] = extract_split(
             backend, dataset, split, directory, num_workers=conf.extract.num_workers,
             shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
-            local=local, max_pixels=conf.extract.max_pixels,
+            local=local, max_pixels=conf.extract.max_pixels, engine=engine,
+            ids=None if shard is None else shard_ids(dataset.ids(split), shard),
         )
-    if backend.aggregator is not None:
+    if shard is not None:
+        write_shard_record(work, shard)
+        if backend.aggregator is not None:
+            logger.info("Shard %d/%d: the %s codebook is fitted on every shard's images, after `landmark-retrieval "
+                        "merge` (by `run` on the merged work directory)", shard[0], shard[1], backend.name)
+    if backend.aggregator is not None and aggregate and shard is None:
         if db not in stores:
             stores[db] = FeatureStore(feature_dir(work, db))
         _aggregate_globals(backend, work, stores, conf.extract.shard_size, db_split=db)
@@ -312,7 +340,8 @@ def train_local_deferred(conf: Config, backend: Backend) -> bool:
 
 
 def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
-                       overwrite: bool = False, *, backend: Optional[Backend] = None) -> Path:
+                       overwrite: bool = False, *, backend: Optional[Backend] = None,
+                       engine: Optional[DaskEngine] = None) -> Path:
     """Extract local features of the train images that some test image re-ranks.
 
     Used with ``extract.train_local = "candidates"``, after the retrieve step: the candidates
@@ -331,12 +360,14 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
     db = retrieval.db_split
     logger.info("%d distinct %s images are re-ranking candidates of %d test images",
                 len(candidates), db, len(retrieval.query_ids))
-    backend = backend or make_backend(conf.extract)
+    engine = engine if engine is not None else cluster_engine(conf)
+    backend = backend or (engine.backend(conf.extract) if engine is not None else make_backend(conf.extract))
     directory = feature_dir(work, db)
     _check_meta(directory, {**backend.describe(), "max_pixels": conf.extract.max_pixels}, overwrite=False)
     store = extract_split(backend, dataset, db, directory, num_workers=conf.extract.num_workers,
                           shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
-                          ids=candidates, local=True, global_=False, max_pixels=conf.extract.max_pixels)
+                          ids=candidates, local=True, global_=False, max_pixels=conf.extract.max_pixels,
+                          engine=engine)
     store.close()
     write_failures(work, dataset)
     return directory

@@ -5,12 +5,15 @@
     WORK/config.json                  the run's configuration (steps continue with it)
     WORK/features/{train,index,test}/ feature stores (see landmark_retrieval.store) + meta.json
     WORK/features/<db>/codebook.h5    codebook of aggregating backends (VLAD), fitted on the database
+    WORK/features/nonlandmark/        global descriptors of predict.nonlandmark_dir (non-landmark images)
     WORK/retrieval.h5 (+ .json)       k nearest train images per test image
     WORK/verification.csv (+ .json)   inliers of the re-ranked candidates
     WORK/predictions.csv              one landmark and confidence per test image
     WORK/metrics.json                 scores of the run (with a solution.csv)
     WORK/failures.csv                 images without features, or decoded with errors
     WORK/missing.csv                  train.csv ids without an image file
+    WORK/shard.json                   which part of the images a sharded extract holds (extract --shard)
+    WORK/provisional/                 a budgeted run's submission from incomplete features (scratch)
 
 Every computed artifact has a *stamp* (``meta.json`` in a store, ``<stem>.json`` beside a file):
 the settings and input fingerprints it was computed from, written after it. A step whose
@@ -40,6 +43,12 @@ def feature_dir(work: PathLike, split: str) -> Path:
     if split not in ALL_SPLITS:
         raise ValueError(f"Unknown split {split!r}; expected one of {ALL_SPLITS}")
     return Path(work) / "features" / split
+
+
+def nonlandmark_feature_dir(work: PathLike) -> Path:
+    """Feature store of the user's non-landmark images (``predict.nonlandmark_dir``): global
+    descriptors, extracted with the run's backend."""
+    return Path(work) / "features" / "nonlandmark"
 
 
 def codebook_path(work: PathLike, db_split: str = "train") -> Path:
@@ -74,6 +83,17 @@ def failures_path(work: PathLike) -> Path:
 
 def missing_path(work: PathLike) -> Path:
     return Path(work) / "missing.csv"
+
+
+def shard_record_path(work: PathLike) -> Path:
+    """``{"shard": i, "count": n}``: the work directory holds the i-th of n parts of the images."""
+    return Path(work) / "shard.json"
+
+
+def provisional_dir(work: PathLike) -> Path:
+    """Scratch work directory of a budgeted run that predicts from incomplete features: links to
+    the run's feature shards, plus what is computed from them (a codebook, retrieval, predictions)."""
+    return Path(work) / "provisional"
 
 
 # --------------------------------------------------------------------------------------------

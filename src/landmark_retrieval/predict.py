@@ -9,6 +9,20 @@ the ``top_k`` nearest neighbours with cosine scores.
 
 Output ``WORK/predictions.csv``: ``id,landmark_id,score,global_landmark_id,global_score``
 (empty fields when a test image has no prediction, e.g. its features could not be extracted).
+
+Optional, all off by default (``kaggle-baseline`` is the host baseline exactly), for the
+submission's ``landmark_id,score`` columns only (the global-only columns stay the plain vote):
+
+* ``predict.confidence = "inliers"``: the confidence is ``s / (s + inlier_offset) +
+  inlier_global_weight * cosine`` of the winning label's best verified candidate (most inliers
+  ``s``, then highest cosine): comparable across test images, as GAP needs, where the summed
+  totals also count how many neighbours share the label.
+* Non-landmark handling, each multiplying the confidence of a likely distractor by a factor so
+  that GAP ranks it after the others: (a) ``min_inliers``: the winning label's best candidate has
+  fewer verified inliers; (b) ``test_similarity``: the test image is more similar to other test
+  images than to its retrieved train images (the test x test kNN is computed here from the stored
+  test descriptors, in blocks); (c) ``nonlandmark_dir``: ... or to a folder of non-landmark images
+  (see :mod:`.nonlandmark`).
 """
 from __future__ import annotations
 
@@ -23,14 +37,14 @@ import numpy as np
 from .candidates import Candidates, load_candidates
 from .config import Config, PredictConfig
 from .dataset import Dataset, load_dataset
-from .layout import Prediction, predictions_path, read_predictions, verification_path
+from .layout import Prediction, feature_dir, predictions_path, read_predictions, verification_path
 from .store import write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
 __all__ = ["predict", "predict_one", "rank_index", "rerank", "vote", "total_scores", "Candidates", "load_candidates",
-           "Prediction", "predictions_path", "read_predictions"]
-
+           "Prediction", "predictions_path", "read_predictions", "recognize", "best_candidate",
+           "inlier_confidence", "nonlandmark_flags", "nonlandmark_similarities"]
 
 
 def total_scores(global_scores: np.ndarray, inliers: np.ndarray, max_inlier_score: int,
@@ -95,6 +109,137 @@ def predict_one(c: Candidates, conf: Config, verified: bool = True) -> Tuple[Pre
     return pred, ranking
 
 
+def best_candidate(labels: np.ndarray, inliers: np.ndarray, global_scores: np.ndarray, label: int) -> int:
+    """Row of the best candidate of ``label``: most inliers, then highest cosine, then first.
+
+    Args:
+        labels, inliers, global_scores: (R,) arrays of the re-ranked candidates, retrieval order.
+        label: a label that occurs in ``labels``.
+
+    Raises:
+        ValueError: ``label`` is not among ``labels``.
+    """
+    rows = np.flatnonzero(np.asarray(labels) == label)
+    if not len(rows):
+        raise ValueError(f"Label {label} is not among the candidates' labels")
+    inl = np.asarray(inliers, np.int64)[rows]
+    cos = np.asarray(global_scores, np.float64)[rows]
+    order = np.lexsort((rows, -cos, -inl))  # last key first: inliers desc, cosine desc, row asc
+    return int(rows[order[0]])
+
+
+def inlier_confidence(inliers: int, cosine: float, offset: float, global_weight: float) -> float:
+    """``inliers / (inliers + offset) + global_weight * cosine``: in [0, 1) from the inliers,
+    plus a share of the global similarity (a small ``global_weight`` only breaks ties)."""
+    return float(inliers) / (float(inliers) + float(offset)) + float(global_weight) * float(cosine)
+
+
+def recognize(c: Candidates, conf: Config) -> Tuple[Prediction, int]:
+    """The verified prediction of one test image with ``predict.confidence`` and non-landmark
+    rule (a) (``predict.min_inliers``) applied.
+
+    Returns:
+        ``((label, confidence) or None, inliers of the winning label's best candidate)``; with the
+        defaults the prediction is :func:`predict_one`'s (the host baseline).
+    """
+    pred, _ = predict_one(c, conf, verified=True)
+    if pred is None:
+        return None, 0
+    p = conf.predict
+    n = min(conf.verify.num_to_rerank, len(c.db_ids))
+    j = best_candidate(c.labels[:n], c.inliers[:n], c.global_scores[:n], pred[0])
+    inl = int(c.inliers[j])
+    label, score = pred
+    if p.confidence == "inliers":
+        score = inlier_confidence(inl, float(c.global_scores[j]), p.inlier_offset, p.inlier_global_weight)
+    if p.min_inliers > 0 and inl < p.min_inliers:
+        score *= p.unverified_factor
+    return (label, score), inl
+
+
+def nonlandmark_flags(reference: np.ndarray, train: np.ndarray, k: int, margin: float) -> np.ndarray:
+    """Test images more similar to a reference set (other test images, non-landmark images) than
+    to the train images.
+
+    Args:
+        reference: (Q, K) cosine similarities to the reference set, largest first (K may be 0).
+        train: (Q,) largest cosine similarity to the train images.
+        k: how many of the largest reference similarities are averaged (at most K are).
+        margin: the averaged reference similarity must exceed ``train`` by more than this.
+
+    Returns:
+        (Q,) bool.
+    """
+    reference = np.asarray(reference, np.float64)
+    train = np.asarray(train, np.float64)
+    if reference.ndim != 2 or len(reference) != len(train):
+        raise ValueError(f"Expected reference (Q, K) and train (Q,) similarities, got {reference.shape} and "
+                         f"{train.shape}")
+    kk = min(int(k), reference.shape[1])
+    if kk < 1:
+        return np.zeros(len(train), bool)
+    return reference[:, :kk].mean(axis=1) > train + margin
+
+
+def _train_similarity(conf: Config, work: Path, q_ids: List[str], q: np.ndarray,
+                      candidates: Dict[str, Candidates]) -> np.ndarray:
+    """(Q,) largest cosine of each test descriptor to its retrieved train images, in the space
+    of the stored descriptors: the retrieval scores, or (when retrieve post-processes the
+    descriptors: PCA, QE, DBA) recomputed over the first ``num_to_rerank`` retrieved images."""
+    from .store import FeatureStore
+
+    r = conf.retrieve
+    if r.whitening is None and r.qe_k == 0 and r.dba_k == 0:
+        return np.array([float(candidates[i].global_scores[0]) if len(candidates[i].db_ids) else -1.0
+                         for i in q_ids], np.float64)
+    m = max(1, conf.verify.num_to_rerank)
+    wanted = sorted({d for i in q_ids for d in candidates[i].db_ids[:m]})
+    with FeatureStore(feature_dir(work, "train")) as store:
+        db_ids, db = store.globals(wanted)
+    row = {d: j for j, d in enumerate(db_ids)}
+    out = np.full(len(q_ids), -1.0)
+    for n, i in enumerate(q_ids):
+        rows = [row[d] for d in candidates[i].db_ids[:m] if d in row]
+        if rows:
+            out[n] = float(np.max(db[rows].astype(np.float32) @ q[n]))
+    return out
+
+
+def nonlandmark_similarities(conf: Config, work: Union[str, Path], candidates: Dict[str, Candidates]
+                             ) -> Tuple[List[str], np.ndarray, Dict[str, np.ndarray]]:
+    """The similarities non-landmark rules (b) and (c) compare, for every test image with
+    candidates.
+
+    Returns:
+        ``(q_ids, train (Q,), {"test": (Q, K), "nonlandmark": (Q, K)})``: the largest cosine to
+        the retrieved train images, and the ``predict.nonlandmark_k`` largest to the other test
+        images (``test_similarity``) and to the non-landmark images (``nonlandmark_dir``), each
+        largest first. The kNN runs in blocks of ``retrieve.block_size`` test images.
+    """
+    from .descriptors import without_self
+    from .retrieve import knn
+    from .store import FeatureStore
+
+    work = Path(work)
+    p = conf.predict
+    with FeatureStore(feature_dir(work, "test")) as store:
+        q_ids, q = store.globals([i for i in candidates if len(candidates[i].db_ids)])
+    refs: Dict[str, np.ndarray] = {}
+    if not q_ids:
+        return [], np.zeros(0), refs
+    args = dict(block_size=conf.retrieve.block_size, use_faiss=conf.retrieve.use_faiss)
+    if p.test_similarity:
+        k = min(p.nonlandmark_k, len(q_ids) - 1)
+        scores, indices = knn(q, q, k + 1, **args)
+        refs["test"] = without_self(scores, indices, k)[0]
+    if p.nonlandmark_dir:
+        from .nonlandmark import nonlandmark_globals
+
+        _, nl = nonlandmark_globals(conf, work)
+        refs["nonlandmark"] = knn(q, nl, p.nonlandmark_k, **args)[0] if len(nl) else np.zeros((len(q_ids), 0))
+    return q_ids, _train_similarity(conf, work, q_ids, q, candidates), refs
+
+
 def rank_index(c: Candidates, conf: Config, verified: bool = True, label_aware: bool = False) -> List[str]:
     """Ranked index ids of one test image (retrieval task).
 
@@ -135,6 +280,21 @@ def _predict_retrieval(conf: Config, dataset: Dataset, work: Path, use_verificat
     return out
 
 
+def _nonlandmark_penalties(conf: Config, work: Path, candidates: Dict[str, Candidates]) -> set:
+    """Test ids that non-landmark rules (b) and (c) flag (empty when both are off)."""
+    p = conf.predict
+    if not (p.test_similarity or p.nonlandmark_dir) or not candidates:
+        return set()
+    q_ids, train, refs = nonlandmark_similarities(conf, work, candidates)
+    flagged = np.zeros(len(q_ids), bool)
+    for name, reference in refs.items():
+        flags = nonlandmark_flags(reference, train, p.nonlandmark_k, p.nonlandmark_margin)
+        logger.info("Non-landmark: %d of %d test images are more similar to the %s images than to the train "
+                    "images (confidence x %g)", int(flags.sum()), len(q_ids), name, p.nonlandmark_factor)
+        flagged |= flags
+    return {i for i, f in zip(q_ids, flagged) if f}
+
+
 def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False) -> Path:
     """Step 4: predict one landmark per test image, with and without verification (recognition),
     or rank up to 100 index images per test image (retrieval).
@@ -155,12 +315,15 @@ def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     out = predictions_path(work)
     n_pred = 0
     rows = []
+    penalised = _nonlandmark_penalties(conf, work, candidates)
     for test_id in dataset.test_ids:
         c = candidates.get(test_id)
         g = v = None
         if c is not None:
             g, _ = predict_one(c, conf, verified=False)
-            v = predict_one(c, conf, verified=True)[0] if use_verification else g
+            v = recognize(c, conf)[0] if use_verification else g
+            if v is not None and test_id in penalised:
+                v = (v[0], v[1] * conf.predict.nonlandmark_factor)
         n_pred += v is not None
         rows.append([
             test_id,

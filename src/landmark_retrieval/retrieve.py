@@ -181,10 +181,10 @@ def _postprocess_database(conf: Config, db: np.ndarray, dtype: type, knn_args: d
     """PCA / PCA-whitening (learned on the database, saved as ``pca.h5`` beside its features)
     and database-side augmentation of the database descriptors (N, D) -> (N, d)."""
     r = conf.retrieve
-    if r.whitening not in ("none", "pca", "whiten"):
+    if r.whitening not in (None, "pca", "whiten"):
         raise ValueError(f"retrieve.whitening: expected none, pca or whiten, got {r.whitening!r}")
     projection = None
-    if r.whitening != "none":
+    if r.whitening is not None:
         projection = fit_pca(db, r.pca_dim, whiten=r.whitening == "whiten")
         logger.info("%s: %d -> %d dimensions, learned on %d database descriptors",
                     "PCA-whitening" if projection.whiten else "PCA", db.shape[1], projection.dim, len(db))

@@ -304,6 +304,23 @@ def validate_shard(path: Path) -> Optional[str]:
     return None
 
 
+def shard_image_ids(path: Union[str, Path]) -> List[str]:
+    """Sorted ids of every image a shard records: local features, global descriptors, failures."""
+    with h5py.File(path, "r") as f:
+        ids = set(f["local"].keys()) if "local" in f else set()
+        if "global" in f:
+            ids.update(f["global/ids"].asstr()[()])
+        if "failed" in f:
+            ids.update(f["failed/ids"].asstr()[()])
+    return sorted(ids)
+
+
+def shard_counts(path: Union[str, Path]) -> Dict[str, int]:
+    """``{"local": .., "global": .., "failed": ..}`` of a complete shard (its root attributes)."""
+    with h5py.File(path, "r") as f:
+        return {k: int(f.attrs.get(f"num_{k}", 0)) for k in ("local", "global", "failed")}
+
+
 def set_aside(path: Path, reason: str) -> Path:
     """Move a damaged shard to ``<store>/damaged/`` (never deleted: it may be inspected)."""
     damaged = path.parent / "damaged"

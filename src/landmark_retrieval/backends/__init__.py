@@ -1,18 +1,20 @@
 """Feature-extraction backends, registered in one place: :data:`BACKENDS`.
 
-Each entry says where the backend's class lives (imported on first use: TensorFlow only for
-``delg``), which ``extract.<section>`` settings it reads, what its keypoint scores are and
-whether it needs a model directory. :func:`make_backend`, the CLI's ``--backend`` choices,
-``landmark-retrieval presets``, the pictures of :mod:`landmark_retrieval.visualize` and
-:func:`landmark_retrieval.kaggle.choose_config` all read it, so a new backend is its module, its
+Each entry says where the backend's class lives (imported on first use: TensorFlow or ONNX
+Runtime only when a model is loaded), which ``extract.<section>`` settings it reads, what its
+keypoint scores are, whether it needs a model and how to recognise one of its models.
+:func:`make_backend`, the CLI's ``--backend`` choices, ``landmark-retrieval presets``, the
+pictures of :mod:`landmark_retrieval.visualize` and :func:`landmark_retrieval.kaggle.choose_config`
+(:func:`backend_for_model`) all read it, so a new backend is its module, its
 settings section in :class:`landmark_retrieval.config.ExtractConfig` and one entry here
 (or a call to :func:`register_backend`).
 """
 from __future__ import annotations
 
 import importlib
+import os
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Dict, Optional, Tuple
+from typing import TYPE_CHECKING, Dict, Optional, Tuple, Union
 
 from .base import Backend, Features, GlobalAggregator
 
@@ -31,11 +33,22 @@ class BackendInfo:
     needs_model: bool  # reads extract.model_path
     preset: str  # the preset that kaggle.choose_config(preset="auto") picks for it
     description: str  # one line for --help
+    # "module:function" taking a path and telling (cheaply, without loading it) whether it looks
+    # like a model of this backend; read by backend_for_model ("" = never guessed)
+    model_check: str = ""
 
     def load(self) -> type:
         """Import and return the backend class."""
-        module, _, attribute = self.factory.partition(":")
-        return getattr(importlib.import_module(module, __name__), attribute)
+        return _resolve(self.factory)
+
+    def claims(self, path: Union[str, "os.PathLike[str]"]) -> bool:
+        """Whether ``path`` looks like a model of this backend (see ``model_check``)."""
+        return bool(self.model_check) and bool(_resolve(self.model_check)(path))
+
+
+def _resolve(target: str):
+    module, _, attribute = target.partition(":")
+    return getattr(importlib.import_module(module, __name__), attribute)
 
 
 BACKENDS: Dict[str, BackendInfo] = {}
@@ -56,7 +69,15 @@ BACKENDS.update({
     "sift": BackendInfo("sift", ".sift:SiftBackend", ("sift", "vlad"), "SIFT response", needs_model=False,
                         preset="demo", description="RootSIFT + VLAD, no weights"),
     "delg": BackendInfo("delg", ".delg:DelgBackend", ("delg",), "DELG attention", needs_model=True,
-                        preset="kaggle-baseline", description="DELG SavedModel (TensorFlow), needs a model"),
+                        preset="kaggle-baseline", description="DELG SavedModel (TensorFlow), needs a model",
+                        model_check=".delg:looks_like_delg"),
+    "embedding": BackendInfo("embedding", ".embedding:EmbeddingBackend", ("embedding",), "score",
+                             needs_model=True, preset="embedding",
+                             description="global descriptor of any Keras/SavedModel/ONNX model, no local features",
+                             model_check=".embedding:looks_like_embedding_model"),
+    "ensemble": BackendInfo("ensemble", ".ensemble:EnsembleBackend", ("ensemble",), "local score",
+                            needs_model=True, preset="kaggle-baseline",
+                            description="weighted concatenation of members' global descriptors + a local backend"),
 })
 
 
@@ -76,6 +97,16 @@ def default_backend(model: bool) -> str:
     raise ValueError(f"No registered backend {'needs' if model else 'works without'} a model")
 
 
+def backend_for_model(path: Union[str, "os.PathLike[str]"]) -> str:
+    """The backend whose model ``path`` looks like (the first registered one that claims it,
+    e.g. ``delg`` for a DELG SavedModel, ``embedding`` for a ``.keras``/``.onnx`` file), else the
+    first registered backend that needs a model."""
+    for info in BACKENDS.values():
+        if info.needs_model and info.claims(path):
+            return info.name
+    return default_backend(model=True)
+
+
 def score_label(name: Optional[str]) -> str:
     """What the stored keypoint ``scores`` of a backend are (``"score"`` when unknown)."""
     info = BACKENDS.get(name or "")
@@ -87,5 +118,5 @@ def make_backend(conf: "ExtractConfig") -> Backend:
     return backend_info(conf.backend).load()(conf)
 
 
-__all__ = ["Backend", "Features", "GlobalAggregator", "BackendInfo", "BACKENDS", "backend_info",
-           "default_backend", "make_backend", "register_backend", "score_label"]
+__all__ = ["Backend", "Features", "GlobalAggregator", "BackendInfo", "BACKENDS", "backend_for_model",
+           "backend_info", "default_backend", "make_backend", "register_backend", "score_label"]

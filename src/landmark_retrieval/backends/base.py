@@ -10,13 +10,42 @@ from __future__ import annotations
 import abc
 import dataclasses
 import json
-from typing import Any, Optional
+import os
+from pathlib import Path
+from typing import Any, Optional, Union
 
 import numpy as np
 
 from ..features import Features
 
-__all__ = ["Backend", "Features", "GlobalAggregator"]
+__all__ = ["Backend", "Features", "GlobalAggregator", "file_mentions", "saved_model_file"]
+
+
+def saved_model_file(path: Union[str, "os.PathLike[str]"]) -> Optional[Path]:
+    """``saved_model.pb`` (or ``.pbtxt``) of a SavedModel folder, or None when ``path`` is not one."""
+    path = Path(path)
+    for name in ("saved_model.pb", "saved_model.pbtxt"):
+        if (path / name).is_file():
+            return path / name
+    return None
+
+
+def file_mentions(path: Union[str, "os.PathLike[str]"], needle: bytes, limit: int = 1 << 28) -> bool:
+    """Whether the first ``limit`` bytes of a file contain ``needle`` (read in blocks; False when
+    the file cannot be read). Used to recognise a model by the tensor names its graph holds."""
+    tail, seen = b"", 0
+    try:
+        with open(path, "rb") as fh:
+            while seen < limit:
+                block = fh.read(1 << 22)
+                if not block:
+                    return False
+                if needle in tail + block:
+                    return True
+                tail, seen = block[-(len(needle) - 1):] if len(needle) > 1 else b"", seen + len(block)
+    except OSError:
+        return False
+    return False
 
 
 class GlobalAggregator(abc.ABC):

@@ -29,7 +29,7 @@ import numpy as np
 
 from ..config import ExtractConfig
 from ..images import resize_max_side, scale_keypoints_back
-from .base import Backend, Features
+from .base import Backend, Features, file_mentions, saved_model_file
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -108,6 +108,13 @@ def boxes_to_keypoints(boxes: np.ndarray) -> np.ndarray:
 
 # ---------------------------------------------------------------------------------------------
 # Loading
+
+
+def looks_like_delg(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a SavedModel folder whose graph has DELG's ``input_scales`` input
+    (both export styles do; read as bytes, TensorFlow is not imported)."""
+    pb = saved_model_file(path)
+    return pb is not None and file_mentions(pb, FEED_SCALES.encode())
 
 
 class DelgModel:

@@ -1,0 +1,101 @@
+"""Run the benchmark suite and regenerate the benchmark table in README.md (``make benchmark``).
+
+Each benchmark runs in its own process (``python benchmarks/bench_<name>.py [--quick]``) and
+writes ``benchmarks/results/<name>.json``; the table between ``<!-- benchmarks:start -->`` and
+``<!-- benchmarks:end -->`` in README.md is then rewritten from every JSON file there::
+
+    python benchmarks/run.py                 # everything (several minutes on 2 cores)
+    python benchmarks/run.py --quick         # every benchmark in seconds (indicative figures)
+    python benchmarks/run.py verify retrieve # some of them
+    python benchmarks/run.py --readme-only   # only rewrite the table from the JSON files
+    python benchmarks/run.py --check         # exit status 1 when the table is not current
+
+Benchmarks assume an otherwise idle machine (each JSON records the load average at its start).
+``bench_embedding.py`` prints its own JSON document; this script stores it in the same form.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+
+from suite import HERE, README, machine_info, update_readme, write_result
+
+
+class Benchmark(NamedTuple):
+    script: str
+    quick_args: Tuple[str, ...] = ("--quick",)
+    #: for a script that prints one JSON document instead of writing its result: (setup, rows)
+    wrap: Optional[Callable[[Dict[str, Any]], Tuple[str, List[Tuple[str, str]]]]] = None
+
+
+def _embedding(doc: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]]]:
+    setup = (f"the `embedding` backend with {doc['model']} (random weights), {doc['images']} images after warm-up "
+             "calls; median ms per image")
+    rows = [(f"`EmbeddingBackend.extract`, {doc['input']} input", f"{doc['extract_ms_per_image']['median']:.0f} ms per "
+             f"image ({doc['images_per_s']:.1f} images/s), of which {doc['model_call_ms']['median']:.0f} ms in the "
+             "model call")]
+    return setup, rows
+
+
+#: name -> benchmark, in the order of the README table
+BENCHMARKS: Dict[str, Benchmark] = {
+    "verify": Benchmark("bench_verify.py"),
+    "retrieve": Benchmark("bench_retrieve.py"),
+    "delg_extract": Benchmark("bench_delg_extract.py"),
+    "embedding": Benchmark("bench_embedding.py", ("--size", "224", "--images", "3", "--warmup", "1"), _embedding),
+    "memory": Benchmark("bench_memory.py"),
+}
+
+
+def run_one(name: str, quick: bool) -> int:
+    bench = BENCHMARKS[name]
+    cmd = [sys.executable, str(HERE / bench.script), *(bench.quick_args if quick else ())]
+    print(f"== running {name}: {' '.join(cmd[1:])}", flush=True)
+    t0 = time.perf_counter()
+    if bench.wrap is None:
+        code = subprocess.run(cmd).returncode
+    else:
+        started = machine_info()
+        proc = subprocess.run(cmd, stdout=subprocess.PIPE, text=True)
+        code = proc.returncode
+        if code == 0:
+            doc = json.loads(proc.stdout)
+            setup, rows = bench.wrap(doc)
+            write_result(name, setup, rows, doc, quick, started=started, command=cmd[1:])
+    print(f"== {name}: {'done' if code == 0 else f'FAILED (exit status {code})'} in "
+          f"{time.perf_counter() - t0:.1f} s", flush=True)
+    return code
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("names", nargs="*", metavar="NAME",
+                        help=f"benchmarks to run (default: all of {', '.join(BENCHMARKS)})")
+    parser.add_argument("--quick", action="store_true", help="small inputs and few repeats: seconds per benchmark")
+    parser.add_argument("--readme-only", action="store_true", help="run nothing; rewrite the README table")
+    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 when the README table is stale")
+    args = parser.parse_args(argv)
+    unknown = [n for n in args.names if n not in BENCHMARKS]
+    if unknown:
+        parser.error(f"unknown benchmark {unknown[0]!r}; choose from {', '.join(BENCHMARKS)}")
+    failed: List[str] = []
+    if not (args.readme_only or args.check):
+        failed = [name for name in args.names or list(BENCHMARKS) if run_one(name, args.quick)]
+    current = update_readme(order=list(BENCHMARKS), check=args.check)
+    if args.check:
+        state = "is current" if current else "is stale: run benchmarks/run.py --readme-only"
+        print(f"{README.name}: benchmark table {state}")
+        return 0 if current else 1
+    print(f"{README.name}: benchmark table {'unchanged' if current else 'rewritten'}")
+    if failed:
+        print(f"failed: {', '.join(failed)}", file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,590 @@
+"""Embedding backend: the global descriptor of any image-embedding model that is not DELG.
+
+GLR2020/2021's best solutions retrieved with global descriptors of their own models
+(EfficientNet, ResNeSt, ViT trained with ArcFace); this backend runs such a model, loaded once:
+
+* **Keras** (``.keras``, ``.h5``): ``keras.models.load_model`` (no compile); ``output`` may also
+  name an inner layer (e.g. the embedding layer of a classifier);
+* **TF2 SavedModel** folder (``model.export(dir)``, ``tf.saved_model.save``): its
+  ``serving_default`` signature (``signature`` picks another), or the loaded object itself when
+  it is callable and has no signature;
+* **ONNX** (``.onnx``) through ONNX Runtime on CPU (``pip install landmark-retrieval[onnx]``),
+  e.g. a PyTorch export (``layout=NCHW``, ``scaling=imagenet``).
+
+Per image: ``extract.max_image_size`` (optional), then for every scale (and its horizontal flip
+when ``flip``): resize (:func:`resize_for_model`), pixel scaling and channel order
+(:func:`scale_pixels`), layout and batch dimension (:func:`to_model_input`), one model call,
+pooling of a feature-map output (:func:`pool_output`). The per-view vectors are L2-normalised,
+summed and L2-normalised (as DELG's scales). The descriptor is float32 (G,) with unit norm; there
+are no local features (``local_dim = 0``, empty arrays): re-rank with an ensemble
+(``extract.backend=ensemble``, ``extract.ensemble.local=delg`` or ``sift``).
+
+TensorFlow / ONNX Runtime are imported only when a model is loaded.
+"""
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
+
+import numpy as np
+from PIL import Image
+
+from ..config import EmbeddingConfig, ExtractConfig
+from ..images import resize_max_side
+from .base import Backend, Features, file_mentions, saved_model_file
+from .delg import _as_rgb_uint8, _short_error, l2_normalize_rows, pool_global
+
+logger = logging.getLogger("landmark_retrieval")
+
+KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
+ONNX_SUFFIXES = (".onnx",)
+IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of 0-1 pixels
+IMAGENET_STD = (0.229, 0.224, 0.225)
+CAFFE_MEAN = (123.68, 116.779, 103.939)  # RGB, of 0-255 pixels (keras.applications "caffe" mode)
+GEM_EPS = 1e-6
+#: the grey image the model is tried on when the backend is built (height, width)
+PROBE_SIZE = (192, 256)
+
+_FIX = ("Set extract.embedding.model_path (or --model) to a Keras file (.keras, .h5), a TF2 SavedModel folder "
+        "(holding saved_model.pb) or an ONNX file (.onnx); extract.embedding.format overrides the guess from the path.")
+
+
+class EmbeddingModelError(ValueError):
+    """The model cannot be loaded or used as configured (message: path, what was found, the fix)."""
+
+
+def _import_tf():
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+    import tensorflow as tf
+
+    return tf
+
+
+def looks_like_embedding_model(path: Union[str, Path]) -> bool:
+    """Whether ``path`` is a Keras or ONNX file, or a SavedModel folder with a ``serving_default``
+    signature (checked as bytes, nothing is imported). DELG SavedModels are claimed by ``delg``
+    first (see :func:`landmark_retrieval.backends.backend_for_model`)."""
+    path = Path(path)
+    if path.is_file():
+        return path.suffix.lower() in KERAS_SUFFIXES + ONNX_SUFFIXES
+    pb = saved_model_file(path)
+    return pb is not None and file_mentions(pb, b"serving_default")
+
+
+def model_format(path: Path, fmt: str = "auto") -> str:
+    """``keras``, ``savedmodel`` or ``onnx``: ``fmt`` unless it is ``auto``, else from the path.
+
+    Raises:
+        EmbeddingModelError: missing path, or ``auto`` and the path is none of the three.
+    """
+    if not path.exists():
+        raise EmbeddingModelError(f"Embedding model {path} does not exist. {_FIX}")
+    if fmt != "auto":
+        return fmt
+    if path.is_file() and path.suffix.lower() in KERAS_SUFFIXES:
+        return "keras"
+    if path.is_file() and path.suffix.lower() in ONNX_SUFFIXES:
+        return "onnx"
+    if path.is_dir() and saved_model_file(path) is not None:
+        return "savedmodel"
+    found = sorted(p.name for p in path.iterdir())[:20] if path.is_dir() else f"a {path.suffix or 'suffix-less'} file"
+    raise EmbeddingModelError(f"Cannot tell the format of the embedding model {path} (found: {found}). {_FIX}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Preprocessing and pooling (pure numpy)
+
+
+def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
+    if image.shape[:2] == (height, width):
+        return image
+    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
+
+
+def _fit(h: int, w: int, th: int, tw: int) -> Tuple[int, int]:
+    s = min(th / h, tw / w)
+    return max(1, min(th, int(round(h * s)))), max(1, min(tw, int(round(w * s))))
+
+
+def resize_for_model(image: np.ndarray, policy: str, size: Optional[Tuple[int, int]],
+                     scale: float = 1.0) -> np.ndarray:
+    """Resize an image for the model (bilinear, PIL: antialiased when shrinking).
+
+    Args:
+        image: (H, W, 3) uint8.
+        policy: ``resize`` (to ``size`` x ``scale``, aspect not kept), ``keep_aspect`` (fit inside
+            it keeping the aspect ratio, then pad with black to exactly that size, image centred),
+            ``fit`` (fit inside it, no padding: the longer side reaches it) or ``none`` (the image
+            times ``scale``).
+        size: ``(height, width)`` of the model input at scale 1 (unused by ``none``).
+        scale: multiplier of ``size`` (of the image size for ``none``).
+
+    Returns:
+        (h, w, 3) uint8.
+    """
+    h, w = image.shape[:2]
+    if policy == "none":
+        if scale == 1.0:
+            return image
+        return _resized(image, max(1, int(round(h * scale))), max(1, int(round(w * scale))))
+    if size is None:
+        raise ValueError(f"resize policy {policy!r} needs an input size")
+    th, tw = max(1, int(round(size[0] * scale))), max(1, int(round(size[1] * scale)))
+    if policy == "resize":
+        return _resized(image, th, tw)
+    nh, nw = _fit(h, w, th, tw)
+    fitted = _resized(image, nh, nw)
+    if policy == "fit":
+        return fitted
+    if policy != "keep_aspect":
+        raise ValueError(f"unknown resize policy {policy!r}")
+    out = np.zeros((th, tw, image.shape[2]), np.uint8)
+    top, left = (th - nh) // 2, (tw - nw) // 2
+    out[top:top + nh, left:left + nw] = fitted
+    return out
+
+
+def scale_pixels(image: np.ndarray, scaling: str) -> np.ndarray:
+    """RGB uint8 pixels (H, W, 3) -> float32 model values (H, W, 3), still RGB.
+
+    ``0-255``: unchanged; ``0-1``: x / 255; ``-1-1``: x / 127.5 - 1; ``imagenet``:
+    (x / 255 - mean) / std with the ImageNet RGB mean (0.485, 0.456, 0.406) and std
+    (0.229, 0.224, 0.225); ``caffe``: x - (123.68, 116.779, 103.939) (no division).
+    """
+    x = np.asarray(image, np.float32)
+    if scaling == "0-255":
+        return x
+    if scaling == "0-1":
+        return x / np.float32(255.0)
+    if scaling == "-1-1":
+        return x / np.float32(127.5) - np.float32(1.0)
+    if scaling == "imagenet":
+        return (x / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
+    if scaling == "caffe":
+        return x - np.asarray(CAFFE_MEAN, np.float32)
+    raise ValueError(f"unknown pixel scaling {scaling!r}")
+
+
+def to_model_input(x: np.ndarray, channel_order: str = "RGB", layout: str = "NHWC",
+                   batch: bool = True, dtype=np.float32) -> np.ndarray:
+    """Scaled RGB values (H, W, 3) -> the model's input: channels reordered (``BGR``), channels
+    moved first (``NCHW``), a batch dimension of 1 (``batch``), cast to ``dtype``.
+
+    Returns:
+        (1, H, W, 3), (1, 3, H, W), or the same without the batch dimension; C-contiguous.
+    """
+    if channel_order == "BGR":
+        x = x[..., ::-1]
+    if layout == "NCHW":
+        x = np.transpose(x, (2, 0, 1))
+    if batch:
+        x = x[None]
+    return np.ascontiguousarray(x, dtype=dtype)
+
+
+def pool_output(y: np.ndarray, pooling: str = "gem", layout: str = "NHWC", gem_p: float = 3.0) -> np.ndarray:
+    """One image's model output -> a (D,) float32 vector (not normalised).
+
+    A leading batch dimension of 1 is dropped. A vector (D,) is returned as it is. A feature map
+    (H, W, C), or (C, H, W) for ``layout="NCHW"`` (turned into (H, W, C) first), and a token
+    sequence (N, C) are pooled over their positions: ``gem`` (mean of ``max(x, 1e-6) ** p``, then
+    ``** (1 / p)``), ``avg``, ``max``, or ``none`` (flattened in (H, W, C) order).
+
+    Raises:
+        ValueError: an output of another rank.
+    """
+    y = np.asarray(y, np.float32)
+    if y.ndim >= 2 and y.shape[0] == 1:
+        y = y[0]
+    if y.ndim == 1:
+        return y
+    if y.ndim == 3 and layout == "NCHW":
+        y = np.transpose(y, (1, 2, 0))
+    if y.ndim not in (2, 3):
+        raise ValueError(f"expected a vector, a feature map or a token sequence, got an output of shape {y.shape}")
+    if pooling == "none":
+        return y.reshape(-1)
+    positions = y.reshape(-1, y.shape[-1])
+    if pooling == "avg":
+        return positions.mean(axis=0)
+    if pooling == "max":
+        return positions.max(axis=0)
+    if pooling == "gem":
+        p = np.float64(gem_p)
+        pooled = np.mean(np.maximum(positions.astype(np.float64), GEM_EPS) ** p, axis=0) ** (1.0 / p)
+        return pooled.astype(np.float32)
+    raise ValueError(f"unknown pooling {pooling!r}")
+
+
+# ---------------------------------------------------------------------------------------------
+# Models: one calling convention for every format
+
+
+class EmbeddingModel:
+    """A loaded model: ``model(x)`` -> ``{output name: array}`` for one preprocessed input.
+
+    Attributes:
+        path: where it was loaded from (None for a Python callable).
+        format: ``keras``, ``savedmodel``, ``onnx`` or ``callable``.
+        input_shape: the input's shape, None for unknown sizes (with the batch dimension when
+            ``batch`` is true), or None when unknown.
+        batch: whether the input has a batch dimension.
+        input_dtype: numpy dtype of the input.
+        output_names: the outputs the model gives (empty when unknown before a call).
+    """
+
+    def __init__(self, fn: Callable[[np.ndarray], object], path: Optional[Path], fmt: str,
+                 input_shape: Optional[Tuple[Optional[int], ...]], output_names: Sequence[str] = (),
+                 input_dtype=np.float32, batch: bool = True, keep: object = None):
+        self.path = path
+        self.format = fmt
+        self.input_shape = input_shape
+        self.output_names = tuple(output_names)
+        self.input_dtype = np.dtype(input_dtype)
+        self.batch = batch
+        self._fn = fn
+        self._keep = keep  # keeps a loaded TensorFlow object (and its variables) alive
+
+    def __repr__(self) -> str:
+        return (f"EmbeddingModel({str(self.path) if self.path else 'callable'}, format={self.format!r}, "
+                f"input={self.input_shape}, outputs={list(self.output_names)})")
+
+    def __call__(self, x: np.ndarray) -> Dict[str, np.ndarray]:
+        """Run the model on one input; outputs as float32 numpy arrays by name (a single unnamed
+        output is called ``"output"``)."""
+        return _as_outputs(self._fn(x), self.output_names)
+
+
+def _numpy(value) -> np.ndarray:
+    if hasattr(value, "numpy"):
+        value = value.numpy()
+    return np.asarray(value, np.float32)
+
+
+def _as_outputs(result, names: Sequence[str]) -> Dict[str, np.ndarray]:
+    if isinstance(result, dict):
+        return {str(k): _numpy(v) for k, v in result.items()}
+    if isinstance(result, (list, tuple)):
+        keys = list(names) if len(names) == len(result) else [f"output_{i}" for i in range(len(result))]
+        return {k: _numpy(v) for k, v in zip(keys, result)}
+    return {(names[0] if len(names) == 1 else "output"): _numpy(result)}
+
+
+def _shape(shape) -> Optional[Tuple[Optional[int], ...]]:
+    try:
+        return tuple(None if (d is None or isinstance(d, str) or int(d) < 0) else int(d) for d in shape)
+    except (TypeError, ValueError):
+        return None
+
+
+def _load_keras(path: Path, output: Optional[str]) -> EmbeddingModel:
+    tf = _import_tf()
+    try:
+        import keras
+    except ImportError:  # TensorFlow < 2.16 ships Keras 2 as tf.keras
+        keras = tf.keras
+    try:
+        model = keras.models.load_model(str(path), compile=False)
+    except Exception as exc:
+        raise EmbeddingModelError(
+            f"Keras {getattr(keras, '__version__', '?')} could not load {path}: {type(exc).__name__}: "
+            f"{_short_error(exc)}. A model with custom layers loads without their Python code once exported "
+            f"as a SavedModel (model.export(DIR)); then set --model DIR.") from exc
+    if len(model.inputs) != 1:
+        raise EmbeddingModelError(f"{path} has {len(model.inputs)} inputs; an embedding model takes one image")
+    names = list(getattr(model, "output_names", None) or [])
+    if output is not None and output not in names:
+        try:
+            layer = model.get_layer(output)
+        except ValueError:
+            layers = [layer.name for layer in model.layers][-15:]
+            raise EmbeddingModelError(
+                f"extract.embedding.output={output!r} is neither an output ({names}) nor a layer of {path} "
+                f"(its last layers: {layers})") from None
+        model = keras.Model(model.inputs, layer.output)
+        names = [output]
+    input_shape = _shape(model.inputs[0].shape)
+    dtype = tf.as_dtype(getattr(model.inputs[0], "dtype", None) or "float32")
+    spec = tf.TensorSpec([None] + list(input_shape[1:]) if input_shape else None, dtype)
+    call = tf.function(lambda x: model(x, training=False), input_signature=[spec])
+    return EmbeddingModel(lambda x: call(tf.constant(x)), path, "keras", input_shape, names,
+                          input_dtype=dtype.as_numpy_dtype, keep=model)
+
+
+def _load_savedmodel(path: Path, signature: str) -> EmbeddingModel:
+    tf = _import_tf()
+    try:
+        obj = tf.saved_model.load(str(path))
+    except Exception as exc:
+        raise EmbeddingModelError(f"TensorFlow {tf.__version__} could not load the SavedModel at {path}: "
+                                  f"{type(exc).__name__}: {_short_error(exc)}. {_FIX}") from exc
+    signatures = getattr(obj, "signatures", None) or {}
+    if signature in signatures:
+        fn = signatures[signature]
+        inputs = fn.structured_input_signature[1]
+        if len(inputs) != 1 or fn.structured_input_signature[0]:
+            raise EmbeddingModelError(
+                f"Signature {signature!r} of {path} takes {sorted(inputs) or 'positional'} inputs; an embedding "
+                "model takes one image (a DELG model? use --backend delg)")
+        (name, spec), = inputs.items()
+        names = sorted(fn.structured_outputs)
+        dtype = spec.dtype.as_numpy_dtype
+        return EmbeddingModel(lambda x: fn(**{name: tf.constant(x)}), path, "savedmodel",
+                              _shape(spec.shape) if spec.shape.rank is not None else None, names,
+                              input_dtype=dtype, batch=spec.shape.rank != 3, keep=obj)
+    if callable(obj):
+        functions = getattr(obj.__call__, "concrete_functions", None) or []
+        spec = None
+        for concrete in functions:
+            args = concrete.structured_input_signature[0]
+            if len(args) == 1 and hasattr(args[0], "shape"):
+                spec = args[0]
+                break
+        shape = _shape(spec.shape) if spec is not None and spec.shape.rank is not None else None
+        dtype = spec.dtype.as_numpy_dtype if spec is not None else np.float32
+        return EmbeddingModel(lambda x: obj(tf.constant(x)), path, "savedmodel", shape, (),
+                              input_dtype=dtype, batch=shape is None or len(shape) != 3, keep=obj)
+    raise EmbeddingModelError(
+        f"{path} has no signature {signature!r} (signatures: {sorted(signatures) or 'none'}) and is not callable: "
+        "set extract.embedding.signature to one of its signatures")
+
+
+_ONNX_TYPES = {"tensor(float)": np.float32, "tensor(float16)": np.float16, "tensor(double)": np.float64,
+               "tensor(uint8)": np.uint8}
+
+
+def _load_onnx(path: Path) -> EmbeddingModel:
+    try:
+        import onnxruntime as ort
+    except ImportError:
+        raise EmbeddingModelError(
+            f"{path} is an ONNX model and ONNX Runtime is not installed: pip install "
+            "'landmark-retrieval[onnx]' (or pip install onnxruntime)") from None
+    try:
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    except Exception as exc:
+        raise EmbeddingModelError(f"ONNX Runtime {ort.__version__} could not load {path}: "
+                                  f"{type(exc).__name__}: {_short_error(exc)}. {_FIX}") from exc
+    inputs = session.get_inputs()
+    if len(inputs) != 1:
+        raise EmbeddingModelError(f"{path} has {len(inputs)} inputs ({[i.name for i in inputs]}); an embedding "
+                                  "model takes one image")
+    name = inputs[0].name
+    if inputs[0].type not in _ONNX_TYPES:
+        raise EmbeddingModelError(f"{path}: input {name!r} has type {inputs[0].type}; supported: {list(_ONNX_TYPES)}")
+    shape = _shape(inputs[0].shape)
+    names = [o.name for o in session.get_outputs()]
+    return EmbeddingModel(lambda x: session.run(None, {name: x}), path, "onnx", shape, names,
+                          input_dtype=_ONNX_TYPES[inputs[0].type], batch=shape is None or len(shape) != 3,
+                          keep=session)
+
+
+def load_embedding_model(path: Union[str, Path], fmt: str = "auto", signature: str = "serving_default",
+                         output: Optional[str] = None) -> EmbeddingModel:
+    """Load a Keras file, a TF2 SavedModel folder or an ONNX file (see the module docstring).
+
+    Args:
+        path: the model file or folder.
+        fmt: ``auto`` (from the path), ``keras``, ``savedmodel`` or ``onnx``.
+        signature: the SavedModel signature to call.
+        output: Keras only: an output or layer name to make the model's output.
+
+    Raises:
+        EmbeddingModelError: the message names the path, what was found and the fix.
+    """
+    path = Path(path).expanduser()
+    fmt = model_format(path, fmt)
+    if fmt == "keras":
+        model = _load_keras(path, output)
+    elif fmt == "savedmodel":
+        if path.is_file() or saved_model_file(path) is None:
+            raise EmbeddingModelError(f"{path} is not a SavedModel folder (no saved_model.pb). {_FIX}")
+        model = _load_savedmodel(path, signature)
+    elif fmt == "onnx":
+        model = _load_onnx(path)
+    else:
+        raise EmbeddingModelError(f"extract.embedding.format: unknown format {fmt!r}; choose auto, keras, "
+                                  "savedmodel or onnx")
+    logger.info("Embedding model %s: %s, input %s %s, outputs %s", path, fmt, model.input_shape,
+                model.input_dtype.name, list(model.output_names) or "(from the first call)")
+    return model
+
+
+# ---------------------------------------------------------------------------------------------
+# Backend
+
+
+class EmbeddingBackend(Backend):
+    """Global descriptors of an embedding model (see the module docstring); no local features.
+
+    Args:
+        conf: extract settings (``extract.embedding``; ``extract.model_path`` when
+            ``extract.embedding.model_path`` is not set; ``extract.max_image_size``).
+        model: an already-loaded :class:`EmbeddingModel`, or any Python callable taking the input
+            array (with the configured layout and batch dimension) and returning an array, a list or
+            a dict of arrays; then no file is loaded.
+
+    Raises:
+        ValueError: no model, an unusable model or settings that do not fit it; the message
+            names the option (``extract.embedding.input_size``, ...) and the fix.
+    """
+
+    name = "embedding"
+    local_dim = 0
+    aggregator = None
+
+    def __init__(self, conf: Optional[ExtractConfig] = None,
+                 model: Union[EmbeddingModel, Callable[[np.ndarray], object], None] = None):
+        self.conf = conf = conf or ExtractConfig(backend="embedding")
+        e: EmbeddingConfig = conf.embedding
+        self.settings = e
+        if model is None:
+            path = e.model_path or conf.model_path
+            if not path:
+                raise ValueError("The embedding backend needs a model: set --model PATH (extract.model_path) or "
+                                 "extract.embedding.model_path to a Keras file, a SavedModel folder or an ONNX file")
+            model = load_embedding_model(path, e.format, e.signature, e.output)
+        elif not isinstance(model, EmbeddingModel):
+            model = EmbeddingModel(model, None, "callable", None)
+        self.model = model
+        if np.issubdtype(model.input_dtype, np.integer) and e.scaling != "0-255":
+            raise ValueError(f"The model {model.path} takes {model.input_dtype.name} pixels: set "
+                             f"extract.embedding.scaling=0-255 (now {e.scaling}; the model scales them itself)")
+        self.layout = e.layout if e.layout != "auto" else self._guess_layout()
+        self.output_key = self._output_key()
+        self.input_hw = self._input_hw()
+        self.global_dim: Optional[int] = None
+        self._probe()
+        logger.info(
+            "embedding backend: %s (%s), input %s%s (resize=%s), pixels %s %s, scales %s%s, pooling %s -> %s-d "
+            "descriptors", model.path or "callable", model.format, self.layout,
+            f" {self.input_hw[0]}x{self.input_hw[1]}" if self.input_hw else "", e.resize, e.scaling,
+            e.channel_order, list(e.scales), " + flip" if e.flip else "", e.pooling, self.global_dim)
+        logger.debug("The embedding backend extracts global descriptors only: re-ranking needs local features "
+                     "(extract.backend=ensemble with extract.ensemble.local=delg or sift)")
+
+    # -- setup -----------------------------------------------------------------------------
+    def _guess_layout(self) -> str:
+        shape = self.model.input_shape
+        if shape and len(shape) in (3, 4):
+            if shape[-1] == 3:
+                return "NHWC"
+            if shape[-3] == 3:
+                return "NCHW"
+        if self.model.format == "onnx":
+            logger.warning("Cannot tell the layout of the ONNX model %s from its input shape %s: assuming NHWC "
+                           "(set extract.embedding.layout=NCHW for a PyTorch export)", self.model.path, shape)
+        return "NHWC"
+
+    def _output_key(self) -> Optional[str]:
+        output, names = self.settings.output, self.model.output_names
+        if output is not None and names and output not in names:
+            raise ValueError(f"extract.embedding.output={output!r}: the model {self.model.path} has the outputs "
+                             f"{list(names)}; set one of them")
+        if output is None and len(names) > 1:
+            raise ValueError(f"The model {self.model.path} has {len(names)} outputs ({list(names)}): set "
+                             "extract.embedding.output to the one holding the embedding")
+        return output
+
+    def _input_hw(self) -> Optional[Tuple[int, int]]:
+        e, shape = self.settings, self.model.input_shape
+        static = None
+        if shape and len(shape) in (3, 4):
+            hw = shape[-2:] if self.layout == "NCHW" else shape[-3:-1]
+            if all(d is not None for d in hw):
+                static = (int(hw[0]), int(hw[1]))
+        size = (e.input_size, e.input_size) if e.input_size else static
+        where = "extract.embedding"
+        if e.resize != "none" and size is None:
+            raise ValueError(f"{where}.input_size: the model {self.model.path or ''} takes any input size (input "
+                             f"{shape}); set {where}.input_size (e.g. 512) for resize={e.resize}, "
+                             f"or {where}.resize=none")
+        if static is not None:
+            fixed = e.resize in ("resize", "keep_aspect")
+            if not fixed or size != static or tuple(e.scales) != (1.0,):
+                raise ValueError(
+                    f"The model {self.model.path} takes a fixed {static[0]}x{static[1]} input: use {where}.resize="
+                    f"resize or keep_aspect with {where}.input_size unset or {static[0]} and {where}.scales=1.0 "
+                    f"(now: resize={e.resize}, input_size={e.input_size}, scales={list(e.scales)})")
+        return size
+
+    def _probe(self) -> None:
+        """Run the model once on a grey image: settings that do not fit it fail now, not on
+        every image; the descriptor size is known afterwards."""
+        probe = np.full(PROBE_SIZE + (3,), 128, np.uint8)
+        e = self.settings
+        try:
+            g = self._describe(probe)
+        except Exception as exc:
+            raise ValueError(
+                f"The embedding model {self.model.path or 'callable'} failed on a test image with resize={e.resize}, "
+                f"input_size={e.input_size}, layout={self.layout}, scales={list(e.scales)}, output={e.output}, "
+                f"pooling={e.pooling}: {type(exc).__name__}: {_short_error(exc)}. Check extract.embedding.*") from exc
+        self.global_dim = int(g.shape[0])
+
+    def describe(self) -> dict:
+        """``max_image_size``, the ``extract.embedding`` section with the model's resolved path,
+        its format and the layout used."""
+        out = super().describe()
+        out["embedding"].update(model_path=str(self.model.path.resolve()) if self.model.path else None,
+                                format=self.model.format, layout=self.layout)
+        return out
+
+    # -- extraction ------------------------------------------------------------------------
+    def _views(self, image: np.ndarray) -> List[np.ndarray]:
+        e = self.settings
+        views = [image, np.ascontiguousarray(image[:, ::-1])] if e.flip else [image]
+        out = []
+        for scale in e.scales:
+            for view in views:
+                x = resize_for_model(view, e.resize, self.input_hw, float(scale))
+                batch = to_model_input(scale_pixels(x, e.scaling), e.channel_order, self.layout,
+                                       self.model.batch, self.model.input_dtype)
+                outputs = self.model(batch)
+                if self.output_key is None and len(outputs) > 1:
+                    raise ValueError(f"the model returned {len(outputs)} outputs ({sorted(outputs)}): set "
+                                     "extract.embedding.output to the one holding the embedding")
+                key = self.output_key or next(iter(outputs))
+                if key not in outputs:
+                    raise ValueError(f"extract.embedding.output={key!r}: the model returned {sorted(outputs)}")
+                out.append(pool_output(outputs[key], e.pooling, self.layout, e.gem_p))
+        return out
+
+    def _describe(self, image: np.ndarray) -> np.ndarray:
+        views = self._views(image)
+        if len({v.shape for v in views}) > 1:
+            raise ValueError(f"the views give descriptors of different sizes {[v.shape[0] for v in views]} "
+                             "(pooling=none on a feature map whose size follows the image?)")
+        if len(views) == 1:
+            return l2_normalize_rows(views[0][None])[0]
+        return pool_global(np.stack(views))
+
+    def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
+        """The global descriptor (G,) float32 unit of an RGB uint8 image (H, W, 3), with empty
+        local arrays. ``global_=False`` returns empty features without calling the model.
+
+        Raises:
+            ValueError: not an image, or the model failed on it (the message names the size).
+        """
+        image = _as_rgb_uint8(image)
+        height, width = image.shape[:2]
+        if not global_:
+            return Features.empty(0, (width, height))
+        resized, _ = resize_max_side(image, self.conf.max_image_size)
+        try:
+            g = self._describe(resized)
+        except MemoryError:
+            raise
+        except Exception as exc:
+            raise ValueError(f"Embedding extraction failed on a {width}x{height} image: "
+                             f"{type(exc).__name__}: {_short_error(exc)}") from exc
+        if not np.all(np.isfinite(g)):
+            g = np.zeros_like(g)  # recorded as "no usable global descriptor" by the extract step
+        return Features.empty(0, (width, height), g)
+
+
+__all__ = ["EmbeddingBackend", "EmbeddingModel", "EmbeddingModelError", "load_embedding_model",
+           "looks_like_embedding_model", "model_format", "pool_output", "resize_for_model", "scale_pixels",
+           "to_model_input", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_MEAN"]
