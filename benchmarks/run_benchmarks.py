@@ -1,13 +1,7 @@
-"""Run every benchmark with its default settings (``make benchmark``)."""
-import subprocess
+"""Kept for old commands: the same as ``python benchmarks/run.py`` (the benchmark suite, ``make benchmark``)."""
 import sys
-from pathlib import Path
 
-HERE = Path(__file__).parent
+from run import main
 
-for script in ("bench_verify.py", "bench_retrieve.py", "bench_delg_extract.py", "bench_embedding.py",
-               "bench_memory.py"):
-    path = HERE / script
-    if path.is_file():
-        print(f"== {script}", flush=True)
-        subprocess.run([sys.executable, str(path)], check=True)
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
