@@ -17,9 +17,7 @@ cluster (see :mod:`landmark_retrieval.cluster`); the stores are the same either 
 """
 from __future__ import annotations
 
-import csv
 import hashlib
-import io
 import logging
 import shutil
 from pathlib import Path
@@ -46,7 +44,7 @@ from .layout import (
 )
 from .progress import progress
 from .shards import shard_ids, write_shard_record
-from .store import FeatureStore, ShardWriter, read_array, write_array, write_meta, write_text_atomic
+from .store import FeatureStore, ShardWriter, read_array, write_array, write_csv_atomic, write_meta
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -228,17 +226,9 @@ def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSt
         stores[split] = FeatureStore(store.directory)
 
 
-def _csv_text(header: Sequence[str], rows) -> str:
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return buf.getvalue()
-
-
 def write_missing(work: Union[str, Path], split: str, ids: Sequence[str]) -> Path:
     """Write ``WORK/missing.csv`` (split,id): listed images that have no file."""
-    return write_text_atomic(missing_path(work), _csv_text(["split", "id"], ((split, i) for i in ids)))
+    return write_csv_atomic(missing_path(work), ["split", "id"], ((split, i) for i in ids))
 
 
 def write_failures(work: Union[str, Path], dataset: Dataset) -> Path:
@@ -253,7 +243,7 @@ def write_failures(work: Union[str, Path], dataset: Dataset) -> Path:
             problems.update(store.failures)
         for image_id, error in sorted(problems.items()):
             rows.append([split, image_id, dataset.path(split, image_id), error])
-    return write_text_atomic(failures_path(work), _csv_text(["split", "id", "path", "error"], rows))
+    return write_csv_atomic(failures_path(work), ["split", "id", "path", "error"], rows)
 
 
 def dataset_splits(conf: Config, dataset: Dataset) -> Tuple[str, ...]:

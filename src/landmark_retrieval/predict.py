@@ -26,8 +26,6 @@ submission's ``landmark_id,score`` columns only (the global-only columns stay th
 """
 from __future__ import annotations
 
-import csv
-import io
 import logging
 from pathlib import Path
 from typing import Dict, List, Sequence, Tuple, Union
@@ -38,7 +36,7 @@ from .candidates import Candidates, load_candidates
 from .config import Config, PredictConfig
 from .dataset import Dataset, load_dataset
 from .layout import Prediction, feature_dir, predictions_path, read_predictions, verification_path
-from .store import write_text_atomic
+from .store import write_csv_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -53,15 +51,6 @@ def total_scores(global_scores: np.ndarray, inliers: np.ndarray, max_inlier_scor
     g = np.asarray(global_scores, np.float64)
     local = np.minimum(np.asarray(inliers, np.float64), max_inlier_score) / float(max_inlier_score)
     return local + global_weight * g
-
-
-def write_csv(path: Path, header: Sequence[str], rows) -> Path:
-    """Write a CSV with the ``csv`` module, atomically."""
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(header)
-    w.writerows(rows)
-    return write_text_atomic(path, buf.getvalue())
 
 
 def rerank(global_scores: np.ndarray, inliers: np.ndarray, conf: PredictConfig) -> Tuple[np.ndarray, np.ndarray]:
@@ -275,7 +264,7 @@ def _predict_retrieval(conf: Config, dataset: Dataset, work: Path, use_verificat
             continue
         final = rank_index(c, conf, verified=use_verification, label_aware=label_aware)
         rows.append([test_id, " ".join(final[:100]), " ".join(c.db_ids[:100])])
-    write_csv(out, ["id", "images", "global_images"], rows)
+    write_csv_atomic(out, ["id", "images", "global_images"], rows)
     logger.info("Ranked index images for %d of %d test images -> %s", len(candidates), len(dataset.test_ids), out)
     return out
 
@@ -330,6 +319,6 @@ def predict(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
             "" if v is None else v[0], "" if v is None else repr(float(v[1])),
             "" if g is None else g[0], "" if g is None else repr(float(g[1])),
         ])
-    write_csv(out, ["id", "landmark_id", "score", "global_landmark_id", "global_score"], rows)
+    write_csv_atomic(out, ["id", "landmark_id", "score", "global_landmark_id", "global_score"], rows)
     logger.info("Predicted a landmark for %d of %d test images -> %s", n_pred, len(dataset.test_ids), out)
     return out

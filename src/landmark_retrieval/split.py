@@ -21,8 +21,6 @@ recording what was done.
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import logging
 import os
@@ -34,7 +32,7 @@ from typing import Dict, List, Sequence, Tuple, Union
 import numpy as np
 
 from .dataset import image_path, load_dataset
-from .store import write_text_atomic
+from .store import write_csv_atomic, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -130,12 +128,6 @@ def select_validation(ids: Sequence[str], labels: Sequence[int], fraction: float
     return out
 
 
-def _csv(rows: Sequence[Sequence[object]]) -> str:
-    buf = io.StringIO()
-    csv.writer(buf, lineterminator="\n").writerows(rows)
-    return buf.getvalue()
-
-
 def write_validation(split: ValidationSplit, paths: Dict[str, Path], out: Union[str, Path], copy: bool = False,
                      info: Union[Dict[str, object], None] = None) -> Path:
     """Write the GLR-layout validation dataset at ``out``.
@@ -176,10 +168,10 @@ def write_validation(split: ValidationSplit, paths: Dict[str, Path], out: Union[
     tests = sorted([(i, str(lm)) for i, lm in split.test] + [(i, "") for i in split.distractors])
     for image_id, _ in tests:
         link("test", image_id)
-    write_text_atomic(out / "train.csv", _csv([("id", "landmark_id"), *split.train]))
+    write_csv_atomic(out / "train.csv", ("id", "landmark_id"), split.train)
     usage = ("Public", "Private")
-    write_text_atomic(out / "solution.csv",
-                      _csv([("id", "landmarks", "Usage"), *((i, lm, usage[n % 2]) for n, (i, lm) in enumerate(tests))]))
+    write_csv_atomic(out / "solution.csv", ("id", "landmarks", "Usage"),
+                     ((i, lm, usage[n % 2]) for n, (i, lm) in enumerate(tests)))
     record = {**(info or {}), **split.summary(), "held_out_landmark_ids": split.held_out_landmarks}
     write_text_atomic(out / "split.json", json.dumps(record, indent=2) + "\n")
     return out

@@ -29,12 +29,14 @@ Only this module knows the layout.
 """
 from __future__ import annotations
 
+import csv
 import errno
+import io
 import logging
 import os
 import shutil
 from pathlib import Path
-from typing import Dict, List, Optional, Sequence, Tuple, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 import h5py
 import numpy as np
@@ -504,6 +506,16 @@ def write_text_atomic(path: Union[str, Path], text: str) -> Path:
         tmp.unlink(missing_ok=True)
         raise write_error(path, exc) from exc
     return path
+
+
+def write_csv_atomic(path: Union[str, Path], header: Sequence[str], rows: Iterable[Sequence[object]],
+                     lineterminator: str = "\n") -> Path:
+    """Write a CSV file with the ``csv`` module (any field round-trips), completely or not at all."""
+    buf = io.StringIO()
+    w = csv.writer(buf, lineterminator=lineterminator)
+    w.writerow(header)
+    w.writerows(rows)
+    return write_text_atomic(path, buf.getvalue())
 
 
 def write_array(path: Union[str, Path], name: str, array: np.ndarray, attrs: Optional[dict] = None) -> None:

@@ -9,7 +9,6 @@ first (space separated).
 from __future__ import annotations
 
 import csv
-import io
 import logging
 from pathlib import Path
 from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
@@ -18,7 +17,7 @@ from .config import Config
 from .dataset import Dataset, load_dataset
 from .layout import read_rankings
 from .predict import Prediction, predictions_path, read_predictions
-from .store import write_text_atomic
+from .store import write_csv_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -29,13 +28,9 @@ def write_submission(predictions: Mapping[str, Prediction], test_ids: Sequence[s
     path = Path(path)
     if len(set(test_ids)) != len(test_ids):
         raise ValueError("Duplicate test ids: a submission has exactly one row per test image")
-    buf = io.StringIO()
-    w = csv.writer(buf)
-    w.writerow(["id", "landmarks"])
-    for test_id in test_ids:
-        p = predictions.get(test_id)
-        w.writerow([test_id, "" if p is None else f"{int(p[0])} {float(p[1])!r}"])
-    return write_text_atomic(path, buf.getvalue())
+    rows = ((i, "" if predictions.get(i) is None else f"{int(predictions[i][0])} {float(predictions[i][1])!r}")
+            for i in test_ids)
+    return write_csv_atomic(path, ["id", "landmarks"], rows, lineterminator="\r\n")  # csv's default, as before
 
 
 def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, float]]]:
@@ -80,12 +75,8 @@ def write_retrieval_submission(rankings: Mapping[str, Sequence[str]], test_ids: 
     path = Path(path)
     if len(set(test_ids)) != len(test_ids):
         raise ValueError("Duplicate test ids: a submission has exactly one row per test image")
-    buf = io.StringIO()
-    w = csv.writer(buf, lineterminator="\n")
-    w.writerow(["id", "images"])
-    for test_id in test_ids:
-        w.writerow([test_id, " ".join(list(rankings.get(test_id, []))[:MAX_IMAGES])])
-    return write_text_atomic(path, buf.getvalue())
+    rows = ((i, " ".join(list(rankings.get(i, []))[:MAX_IMAGES])) for i in test_ids)
+    return write_csv_atomic(path, ["id", "images"], rows)
 
 
 def read_retrieval_submission(path: Union[str, Path], index_ids: Optional[Collection[str]] = None,
