@@ -18,10 +18,16 @@ Measured:
    repeats of the mean over all pairs) and putative matches; matching with the straightforward
    selection (``argmax``, ``np.partition``, ``argmax`` over columns: the code before it was
    optimised) on the same pairs, side by side;
-2. end to end, pairs/s with 1 worker (this process, one BLAS thread) and 2 worker processes:
-   the ``verify()`` step on the real photos (reading ``retrieval.h5`` to writing
-   ``verification.csv``), the worker pool (``verify._verify_tasks``, what ``verify()`` runs) on
-   the DELG-like pairs; medians of repeats; and how long two workers take to start;
+   and reading: keypoints and descriptors of an image (``FeatureStore.local_points``, what
+   verification reads; side by side with all local features, ``FeatureStore.local``), per image
+   and per pair as one process reads them (each image once);
+2. end to end, pairs/s with 1 and 2 workers (2: this process and one spawned worker, each with
+   one BLAS thread): the ``verify()`` step on the real photos (reading ``retrieval.h5`` to
+   writing ``verification.csv``), the work sharing (``verify._verify_tasks``, what ``verify()``
+   runs) on the DELG-like pairs; medians of repeats; with the CPU time per pair (this process
+   and its workers: less affected by other processes than the wall time); the
+   ``landmark-retrieval verify`` command (a new interpreter: imports, workers, all) on the real
+   photos; how long a worker process takes to start and the CLI module to import;
 3. accuracy: GAP and mAP@100 of the real-photo evaluation, the average precision of the
    DELG-like same-landmark pairs ranked by inliers, and whether ``kaggle-baseline`` inlier counts
    equal those of the straightforward implementation.
@@ -208,28 +214,20 @@ def baseline_inliers_identical(pairs, vc) -> bool:
     return True
 
 
-def pool_run(work: Path, vc, tasks, workers: int) -> Tuple[float, float, List[Any]]:
-    """One run of the worker pool (``verify._verify_tasks``): seconds, the pairs/s from the first
-    result to the last (once the workers run), and the results."""
+def pool_run(work: Path, vc, tasks, workers: int) -> Tuple[float, List[Any], float]:
+    """One run of the work sharing (``verify._verify_tasks``): seconds, the results, and the CPU
+    seconds (this process and its workers)."""
     from landmark_retrieval.verify import _verify_tasks
 
     results: List[Any] = []
-    stamps: List[float] = []
-
-    def write(result) -> None:
-        results.append(result)
-        stamps.append(time.perf_counter())
-
-    t0 = time.perf_counter()
-    _verify_tasks(work, vc, tasks, workers, write)
-    seconds = time.perf_counter() - t0
-    after_first = sum(len(r[1]) for r in results[1:])
-    steady = after_first / (stamps[-1] - stamps[0]) if len(stamps) > 1 and stamps[-1] > stamps[0] else 0.0
-    return seconds, steady, results
+    c0, t0 = cpu_seconds(), time.perf_counter()
+    _verify_tasks(work, vc, tasks, workers, results.append)
+    return time.perf_counter() - t0, results, cpu_seconds() - c0
 
 
 def worker_start_s(work: Path, vc, repeats: int) -> float:
-    """Seconds until two spawned verification workers are ready (imports, feature stores)."""
+    """Seconds until two spawned verification workers are ready (imports, feature stores; with
+    2 workers, ``verify()`` spawns one and verifies meanwhile)."""
     import concurrent.futures as cf
     import multiprocessing as mp
     from dataclasses import asdict
@@ -238,9 +236,9 @@ def worker_start_s(work: Path, vc, repeats: int) -> float:
 
     def start():
         pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=V._init_worker,
-                                      initargs=(str(work), asdict(vc), os.getpid()))
+                                      initargs=(str(work), asdict(vc), os.getpid(), None))
         with V._worker_environment():
-            futures = [pool.submit(V._run_chunk, []) for _ in range(2)]
+            futures = [pool.submit(V._run_chunk, i, []) for i in range(2)]
         for f in futures:
             f.result()
         pool.shutdown()
@@ -262,6 +260,79 @@ def rate(pairs: int, seconds: float) -> float:
     return round(pairs / seconds, 1)
 
 
+def cpu_seconds() -> float:
+    """CPU seconds of this process and of its finished (joined) child processes."""
+    t = os.times()
+    return t.user + t.system + t.children_user + t.children_system
+
+
+def wall_and_cpu(fn, repeats: int) -> Tuple[float, float, List[float], Any]:
+    """``repeats`` clean runs of ``fn``: median wall seconds, median CPU seconds (this process and
+    its children, see :func:`cpu_seconds`), the wall times and the last run's return value."""
+    def run():
+        c0 = cpu_seconds()
+        value = fn()
+        return cpu_seconds() - c0, value
+
+    runs = clean_runs(run, repeats)
+    return (statistics.median(r[0] for r in runs), statistics.median(r[2][0] for r in runs),
+            [round(r[0], 3) for r in runs], runs[-1][2][1])
+
+
+def workers_figures(pairs: int, seconds: float, cpu: float, times: List[float]) -> Dict[str, Any]:
+    return {"seconds": round(seconds, 3), "pairs_per_s": rate(pairs, seconds),
+            "cpu_ms_per_pair": round(1000 * cpu / pairs, 3), "times": times}
+
+
+def read_costs(work: Path, tasks: Sequence[Tuple[str, List[str]]], repeats: int) -> Dict[str, float]:
+    """ms to read an image's keypoints and descriptors (what verification reads) and all its
+    local features, per image and per pair when each image of ``tasks`` is read once."""
+    from landmark_retrieval.layout import feature_dir, retrieval_db_split
+    from landmark_retrieval.store import FeatureStore
+
+    test_ids = [q for q, _ in tasks]
+    train_ids = sorted({c for _, cands in tasks for c in cands})
+    pairs = sum(len(c) for _, c in tasks)
+
+    def read(method: str):
+        def run():
+            with FeatureStore(feature_dir(work, "test")) as test, \
+                    FeatureStore(feature_dir(work, retrieval_db_split(work))) as train:
+                for q in test_ids:
+                    getattr(test, method)(q)
+                for c in train_ids:
+                    getattr(train, method)(c)
+        return median_time(run, repeats)[0]
+
+    points, full = read("local_points"), read("local")
+    images = len(test_ids) + len(train_ids)
+    return {"points_ms_per_image": round(1000 * points / images, 3),
+            "local_ms_per_image": round(1000 * full / images, 3),
+            "points_ms_per_pair": round(1000 * points / pairs, 3), "images": images}
+
+
+def cli_verify(work: Path, preset: str, overrides: Sequence[str], pairs: int, repeats: int) -> Dict[str, Any]:
+    """``landmark-retrieval verify --overwrite`` as a user runs it (2 workers): wall seconds,
+    pairs/s and CPU ms per pair (the command and its workers)."""
+    import subprocess
+
+    script = Path(sys.executable).with_name("landmark-retrieval")
+    cmd = [str(script)] if script.is_file() else [sys.executable, "-m", "landmark_retrieval"]
+    sets = [arg for o in [*overrides, "verify.num_workers=2"] for arg in ("--set", o)]
+    cmd += ["verify", "--work", str(work), "--preset", preset, *sets, "--overwrite", "-q"]
+    seconds, cpu, times, _ = wall_and_cpu(lambda: subprocess.run(cmd, check=True, capture_output=True), repeats)
+    return {**workers_figures(pairs, seconds, cpu, times), "command": " ".join(["landmark-retrieval", *cmd[-11:]])}
+
+
+def import_cli_s(repeats: int) -> float:
+    """Seconds for a new interpreter to import ``landmark_retrieval.cli`` (a spawned worker
+    imports the CLI module again when the command runs it)."""
+    import subprocess
+
+    cmd = [sys.executable, "-c", "import landmark_retrieval.cli"]
+    return round(median_time(lambda: subprocess.run(cmd, check=True), repeats)[0], 3)
+
+
 # --------------------------------------------------------------------------------------------
 def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
     from landmark_retrieval.config import get_config
@@ -281,6 +352,7 @@ def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, 
     sample = pairs[:40] if quick else pairs  # per-pair figures of --quick: a sample
     out["baseline_inliers_identical"] = baseline_inliers_identical(sample, base.verify)
     out["similarity_product"] = product_ms(pairs[:30 if quick else 300], 10, repeats)
+    out["read"] = read_costs(work, tasks, repeats)
     for preset in PRESETS:
         conf = get_config(preset, SIFT)
         res: Dict[str, Any] = {"settings": {k: getattr(conf.verify, k) for k in (
@@ -290,17 +362,17 @@ def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, 
         res["matching_side_by_side"] = matching_side_by_side(pairs[:30 if quick else 300], conf.verify, repeats)
         for workers in (1, 2):
             wconf = get_config(preset, SIFT + [f"verify.num_workers={workers}"])
-            seconds, times = median_time(lambda wconf=wconf: verify(wconf, data, work, overwrite=True), repeats)
-            res[f"workers_{workers}"] = {"seconds": round(seconds, 3), "pairs_per_s": rate(len(pairs), seconds),
-                                         "times": [round(t, 3) for t in times]}
-        steady = clean_runs(lambda conf=conf: pool_run(work, conf.verify, tasks, 2), 1)[0][2][1]
-        res["workers_2"]["steady_pairs_per_s"] = round(steady, 1)
+            seconds, cpu, times, _ = wall_and_cpu(lambda wconf=wconf: verify(wconf, data, work, overwrite=True),
+                                                  repeats)
+            res[f"workers_{workers}"] = workers_figures(len(pairs), seconds, cpu, times)
+        res["cli"] = cli_verify(work, preset, SIFT, len(pairs), repeats)
         predict(conf, data, work)
         metrics = evaluate_run(conf, data, work)
         res["accuracy"] = {k: round(metrics[k], 4) for k in ("global_gap", "verified_gap", "global_map100",
                                                               "verified_map100")}
         out[preset] = res
     out["worker_start_s"] = worker_start_s(work, base.verify, 1 if quick else repeats)
+    out["import_cli_s"] = import_cli_s(repeats)
     return out
 
 
@@ -321,6 +393,7 @@ def bench_delg_like(tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
                            "setup_s": round(time.perf_counter() - t0, 1), "sizes": sizes}
     sample = pairs[:40] if quick else pairs  # per-pair figures of --quick: a sample
     out["baseline_inliers_identical"] = baseline_inliers_identical(sample, get_config("kaggle-baseline").verify)
+    out["read"] = read_costs(work, syn.tasks, repeats)
     for preset in PRESETS:
         vc = get_config(preset).verify
         res: Dict[str, Any] = {"per_pair": per_pair(sample, vc, repeats)}
@@ -330,10 +403,9 @@ def bench_delg_like(tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
             runs = [value for _, _, value in clean_runs(
                 lambda vc=vc, workers=workers: pool_run(work, vc, syn.tasks, workers), repeats)]
             seconds = statistics.median(r[0] for r in runs)
-            results = runs[-1][2]
-            res[f"workers_{workers}"] = {"seconds": round(seconds, 3), "pairs_per_s": rate(len(pairs), seconds),
-                                         "steady_pairs_per_s": round(statistics.median(r[1] for r in runs), 1),
-                                         "times": [round(r[0], 3) for r in runs]}
+            results = runs[-1][1]
+            res[f"workers_{workers}"] = workers_figures(len(pairs), seconds, statistics.median(r[2] for r in runs),
+                                                        [round(r[0], 3) for r in runs])
         inliers = [i for _, _, r in results for _, i in r]
         res["accuracy"] = {"pair_ap": round(pair_ap(inliers, positive), 4),
                            "positives_median_inliers": float(np.median([i for i, p in zip(inliers, positive) if p])),
@@ -352,17 +424,31 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
             continue
         kb, fa = f["kaggle-baseline"], f["fast"]
         n = f["pairs"]
-        what = "`verify()` step" if key == "real_photos" else "worker pool"
+        what = "`verify()` step" if key == "real_photos" else "work sharing (`_verify_tasks`)"
         for name, r in (("kaggle-baseline", kb), ("fast", fa)):
-            w1, w2 = r["workers_1"]["pairs_per_s"], r["workers_2"]["pairs_per_s"]
-            rows.append((f"{label}, {n} pairs, `{name}`: {what}, 1 → 2 workers (2 workers once started)",
-                         f"{w1:.0f} → **{w2:.0f} pairs/s** ({w2 / w1:.2f}x; "
-                         f"{r['workers_2']['steady_pairs_per_s']:.0f} pairs/s)"))
+            r1, r2 = r["workers_1"], r["workers_2"]
+            w1, w2 = r1["pairs_per_s"], r2["pairs_per_s"]
+            rows.append((f"{label}, {n} pairs, `{name}`: {what}, 1 → 2 workers; CPU per pair (all processes), "
+                         "1 → 2 workers",
+                         f"{w1:.0f} → **{w2:.0f} pairs/s** ({w2 / w1:.2f}x); "
+                         f"{r1.get('cpu_ms_per_pair', float('nan')):.2f} → "
+                         f"{r2.get('cpu_ms_per_pair', float('nan')):.2f} ms"))
+            if "cli" in r:
+                c = r["cli"]
+                rows.append((f"{label}, `{name}`: `landmark-retrieval verify` command (new interpreter, 2 workers): "
+                             "wall; CPU per pair", f"{c['seconds']:.2f} s, **{c['pairs_per_s']:.0f} pairs/s**; "
+                                                   f"{c['cpu_ms_per_pair']:.2f} ms"))
         for name, r in (("kaggle-baseline", kb), ("fast", fa)):
             p = r["per_pair"]
             rows.append((f"{label}, `{name}`: per pair on one core (matching + DEGENSAC; putatives)",
                          f"{p['total_ms']:.2f} ms ({p['matching_ms']:.2f} + {p['ransac_ms']:.2f}; "
                          f"{p['putatives_mean']:.0f})"))
+        if "read" in f:
+            rd = f["read"]
+            rows.append((f"{label}: reading an image's keypoints + descriptors (all local features); per pair here, "
+                         "each image read once",
+                         f"{rd['points_ms_per_image']:.2f} ms ({rd['local_ms_per_image']:.2f} ms); "
+                         f"{rd['points_ms_per_pair']:.2f} ms"))
         k, f_ = kb["matching_side_by_side"], fa["matching_side_by_side"]
         rows.append((f"{label}: matching per pair, straightforward selection → now, on the same {k['pairs']} pairs "
                      "(`kaggle-baseline`; `fast`)",
@@ -378,7 +464,8 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
             rows.append(("real photos: GAP / mAP@100, global only; `kaggle-baseline`; `fast`",
                          f"{a0['global_gap']:.4f} / {a0['global_map100']:.4f}; {a0['verified_gap']:.4f} / "
                          f"{a0['verified_map100']:.4f}; **{a1['verified_gap']:.4f} / {a1['verified_map100']:.4f}**"))
-            rows.append(("two worker processes ready (spawn, imports, feature stores)", f"{f['worker_start_s']:.2f} s"))
+            rows.append(("two worker processes ready (spawn, imports, feature stores); a new interpreter imports the "
+                         "CLI module", f"{f['worker_start_s']:.2f} s; {f.get('import_cli_s', float('nan')):.2f} s"))
         else:
             rows.append(("DELG-like: AP of same-landmark pairs ranked by inliers, `kaggle-baseline`; `fast`",
                          f"{kb['accuracy']['pair_ap']:.4f}; {fa['accuracy']['pair_ap']:.4f}"))

@@ -10,6 +10,9 @@ writes ``benchmarks/results/<name>.json``; the table between ``<!-- benchmarks:s
     python benchmarks/run.py --readme-only   # only rewrite the table from the JSON files
     python benchmarks/run.py --check         # exit status 1 when the table is not current
 
+(``--readme-only`` and ``--check`` also cover the method-comparison table that
+``bench_methods.py`` writes between ``<!-- methods:start -->`` and ``<!-- methods:end -->``.)
+
 Benchmarks assume an otherwise idle machine (each JSON records the load average at its start).
 ``bench_embedding.py`` prints its own JSON document; this script stores it in the same form.
 """
@@ -45,9 +48,15 @@ def _embedding(doc: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]]]:
 BENCHMARKS: Dict[str, Benchmark] = {
     "verify": Benchmark("bench_verify.py"),
     "retrieve": Benchmark("bench_retrieve.py"),
-    "delg_extract": Benchmark("bench_delg_extract.py"),
+    "knn_scale": Benchmark("bench_knn_scale.py"),  # GLR2020 scale: ~15 min, ~8 GB of scratch files
+    "ann": Benchmark("bench_ann.py"),
+    "delg_extract": Benchmark("bench_delg_extract.py"),  # ResNet-50-sized DELG: ~5 min
+    "host_flow": Benchmark("bench_host_flow.py"),  # host-baseline flow vs run, ResNet-50-sized DELG: ~10 min
     "embedding": Benchmark("bench_embedding.py", ("--size", "224", "--images", "3", "--warmup", "1"), _embedding),
     "memory": Benchmark("bench_memory.py"),
+    "projection": Benchmark("bench_projection.py"),
+    "estimators": Benchmark("bench_estimators.py"),
+    "methods": Benchmark("bench_methods.py"),  # also writes README's method table (its own block)
 }
 
 
@@ -86,6 +95,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     if not (args.readme_only or args.check):
         failed = [name for name in args.names or list(BENCHMARKS) if run_one(name, args.quick)]
     current = update_readme(order=list(BENCHMARKS), check=args.check)
+    from bench_methods import update_readme as update_methods_table  # README's method comparison block
+
+    current = update_methods_table(check=args.check) and current
     if args.check:
         state = "is current" if current else "is stale: run benchmarks/run.py --readme-only"
         print(f"{README.name}: benchmark table {state}")

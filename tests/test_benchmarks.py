@@ -61,3 +61,31 @@ def test_readme_benchmark_table_is_generated_from_the_results(benchmarks):
     block = suite.read_block((REPO / "README.md").read_text(encoding="utf-8"))
     assert block == suite.render_table(suite.load_results(), list(run.BENCHMARKS)), \
         "README.md's benchmark table is stale: run `python benchmarks/run.py --readme-only`"
+
+
+def test_methods_table_is_rendered_from_its_result(benchmarks, tmp_path):
+    """bench_methods.py writes README's method-comparison block from results/methods.json, and the
+    committed block is current."""
+    import bench_methods
+
+    row = {"method": "vlad+sift", "dataset": "demo", "status": "ok", "global_": "VLAD", "local": "RootSIFT",
+           "global_gap": 0.5, "verified_gap": 0.75, "global_map100": 0.25, "verified_map100": 1.0, "extract_ms": 10.0,
+           "global_bytes": 16384.0, "local_bytes": 1024.0}
+    skipped = {"method": "bow+sift", "dataset": "demo", "status": "skipped", "reason": "KeyError: x"}
+    doc = {"command": "python benchmarks/bench_methods.py --quick", "quick": True, "created": "2026-12-04T12:00:00",
+           "machine": {"cores": 2, "other_processes_cpu_share": 0.5},
+           "figures": {"datasets": ["demo"], "rows": [row, skipped]}}
+    result = tmp_path / "methods.json"
+    result.write_text(json.dumps(doc))
+    block = bench_methods.render(doc)
+    assert "| `vlad+sift` | VLAD | RootSIFT | 0.500 → 0.750 | 0.250 → 1.000 | 10 | 16.0 KB + 1.0 KB |" in block
+    assert "* `bow+sift`: skipped (KeyError: x)" in block and "quick" in block and "50% of the CPU" in block
+    assert bench_methods.summary_rows(doc["figures"]["rows"])[1] == (
+        "demo: best GAP; best global-only GAP", "`vlad+sift` 0.7500; `vlad+sift` 0.5000")
+    readme = tmp_path / "README.md"
+    readme.write_text(f"intro\n{bench_methods.START}\n{bench_methods.END}\nrest\n")
+    assert bench_methods.update_readme(readme=readme, result=result) is False
+    assert readme.read_text() == f"intro\n{bench_methods.START}\n{block}\n{bench_methods.END}\nrest\n"
+    assert bench_methods.update_readme(readme=readme, result=result, check=True) is True
+    assert bench_methods.update_readme(check=True), \
+        "README.md's method table is stale: run `python benchmarks/bench_methods.py --readme-only`"

@@ -41,7 +41,8 @@ def test_kaggle_baseline_preset_matches_the_host_baseline():
 def test_backend_sections_are_nested_dataclasses():
     c = get_config("demo")
     assert (c.extract.sift.max_keypoints, c.extract.vlad.num_words, c.extract.vlad.seed) == (1000, 32, 0)
-    assert set(extract_sections()) == {"sift", "vlad", "delg", "embedding", "ensemble"}
+    assert set(extract_sections()) == {"sift", "orb", "vlad", "bow", "fisher", "colour", "delg", "embedding",
+                                       "ensemble"}
     for name in extract_sections():
         assert dataclasses.is_dataclass(getattr(c.extract, name))
     # the same idea has the same name in every backend
@@ -97,8 +98,8 @@ def test_bad_overrides_name_the_problem():
         get_config("default", ["verify.num_to_rerank=none"])
     with pytest.raises(ValueError, match=r"extract\.sift is a section"):
         get_config("default", ["extract.sift=3"])
-    with pytest.raises(ValueError, match=r"extract\.backend: unknown backend 'orb'; choose one of: sift, delg"):
-        get_config("default", ["extract.backend=orb"])
+    with pytest.raises(ValueError, match=r"extract\.backend: unknown backend 'surf'; choose one of: sift, orb, delg"):
+        get_config("default", ["extract.backend=surf"])
 
 
 def test_presets_listed_and_described():

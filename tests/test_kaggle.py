@@ -147,7 +147,7 @@ def test_choose_config(tmp_path):
     with pytest.raises(ValueError, match="needs a model"):
         kaggle.choose_config("", backend="delg")
     with pytest.raises(ValueError, match="backend"):
-        kaggle.choose_config(None, backend="orb")
+        kaggle.choose_config(None, backend="surf")
 
 
 def test_choose_config_guesses_the_backend_of_each_model(tmp_path):

@@ -27,7 +27,7 @@ from landmark_retrieval.submit import read_submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_glr2020_submission.ipynb", "03_visualise_matches.ipynb",
-         "04_glr2021_retrieval.ipynb")
+         "04_glr2021_retrieval.ipynb", "05_compare_methods.ipynb")
 CELL_TIMEOUT = 900  # seconds per cell: a cell runs the whole pipeline
 
 
@@ -239,3 +239,21 @@ def test_04_retrieval(backend, tmp_path, tmp_path_factory, monkeypatch, request)
     assert read_meta(feature_dir(tmp_path / "work", "index"))["name"] == backend
     _assert_pictures(nb, 2)
     _assert_quiet(nb, dataset_loads=None)
+
+
+def test_05_compare_methods(demo_data, tmp_path, monkeypatch):
+    """Four methods on the demo (two share their features): the table and the plot."""
+    _env(monkeypatch, tmp_path, demo_data, tmp_path / "work", LR_METHODS="vlad+sift,vlad+sift magsac,vlad+orb,colour")
+    nb = _execute(_read("05_compare_methods.ipynb"), tmp_path)
+    tables = [o.data["text/markdown"] for c in nb.cells for o in c.get("outputs", [])
+              if o.output_type == "execute_result" and "text/markdown" in o.get("data", {})]
+    assert len(tables) == 1 and tables[0].startswith("| method | global descriptor | local features |")
+    table = tables[0]
+    assert "| `vlad+sift` | VLAD | RootSIFT | 0.931 → 0.996 |" in table, table  # the demo's scores (README)
+    for name in ("vlad+sift magsac", "vlad+orb", "colour"):  # run, or listed with the reason it was not
+        assert f"| `{name}`" in table or f"* `{name}`: skipped" in table, table
+    assert len(list((tmp_path / "work").glob("data-*"))) == 3  # magsac reused vlad+sift's features
+    pictures = _pictures(nb)
+    assert len(pictures) == 1 and pictures[0].shape[0] >= 200 and pictures[0].std() > 5
+    _assert_quiet(nb)
+

@@ -44,7 +44,7 @@ def test_kill_9_of_the_parent_ends_workers_and_tracker(extracted, tmp_path):
     shutil.copytree(extracted[0], work)
     code, _, group, members = interrupt(verify_cmd(work), work, "verify", signal.SIGKILL)
     assert code == -signal.SIGKILL
-    assert len(members) >= 4, members  # the run, two workers and the resource tracker
+    assert len(members) >= 3, members  # the run (a worker too), a worker and the resource tracker
     assert wait_gone(group) == []
 
 

@@ -264,5 +264,3 @@ def test_worker_processes_get_one_blas_thread(monkeypatch):
     with verify._worker_environment():
         assert all(os.environ[name] == "1" for name in verify.WORKER_THREAD_ENV)
     assert os.environ["OPENBLAS_NUM_THREADS"] == "7" and "OMP_NUM_THREADS" not in os.environ
-    # chunks: about 16 per worker, 1 to 16 test images each
-    assert [verify._chunk_size(n, 2) for n in (1, 31, 64, 72, 1000, 10 ** 5)] == [1, 1, 2, 2, 16, 16]

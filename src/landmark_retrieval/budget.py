@@ -272,12 +272,17 @@ class RunPlan:
         return len(self.dataset.ids(split))
 
     def _local(self) -> Tuple[int, int]:
-        """Local features per image and their dimension."""
+        """Local features per image and their dimension (as aggregated: ORB's 32 bytes are 256 bits)."""
         section = getattr(self.conf.extract, self.backend.name, None)
-        return int(getattr(section, "max_keypoints", 1000) or 1000), int(self.backend.local_dim or 128)
+        dim = self.backend.local_dim or 128
+        if getattr(self.backend.aggregator, "binary", False):
+            dim *= 8  # packed bytes, aggregated as bits
+        return int(getattr(section, "max_keypoints", 1000) or 1000), int(dim)
 
     def _global_dim(self) -> int:
         agg = self.backend.aggregator
+        if agg is not None and hasattr(agg, "global_dim"):  # VLAD, BoW, Fisher (backends.aggregators)
+            return int(agg.global_dim(self._local()[1]))
         if agg is not None:
             return int(getattr(agg, "num_words", 64)) * self._local()[1]
         return 2048

@@ -19,7 +19,7 @@ from typing import Any, Dict, List, Optional
 from . import __version__
 from .backends import BACKENDS, backend_for_model, default_backend
 from .config import PRESETS, Config, flatten, format_value, get_config, read_run_config, resolve_run_config
-from .dataset import TASKS
+from .layout import TASKS  # not from .dataset: pandas is loaded only by the steps that read tables
 from .store import StoreWriteError
 
 logger = logging.getLogger("landmark_retrieval")
@@ -328,6 +328,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="tf1: graph used through prune (like Kaggle's model); tf2: serving_default signature")
     p.add_argument("--seed", type=int, default=0, help="seed of the random weights")
     p.add_argument("--global-dim", type=int, default=2048, metavar="N", help="size of the global descriptor")
+    p.add_argument("--backbone", choices=("tiny", "resnet50"), default="tiny",
+                   help="tiny: fast test network; resnet50: the real DELG's size and cost (~110 MB, for timing)")
     return parser
 
 
@@ -548,8 +550,9 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "make-test-model":
         from .testing import export_test_model
 
-        path = export_test_model(args.directory, style=args.style, seed=args.seed, global_dim=args.global_dim)
-        print(f"DELG test model ({args.style}, random weights): {path}")
+        path = export_test_model(args.directory, style=args.style, seed=args.seed, global_dim=args.global_dim,
+                                 backbone=args.backbone)
+        print(f"DELG test model ({args.style}, {args.backbone}, random weights): {path}")
         print(f"use it with: landmark-retrieval run --backend delg --model {path} ...")
         return 0
 

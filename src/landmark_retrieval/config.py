@@ -1,7 +1,7 @@
 """Pipeline configuration: one dataclass per step, named presets, overrides, a run's saved copy.
 
 A configuration is a :class:`Config` holding one section per pipeline step; ``extract`` has one
-sub-section per group of backend settings (``extract.sift``, ``extract.vlad``, ``extract.delg``,
+sub-section per group of backend settings (``extract.sift``, ``extract.orb``, ``extract.vlad``, ``extract.delg``,
 ``extract.embedding``, ``extract.ensemble``; which backend reads which is registered in
 :data:`landmark_retrieval.backends.BACKENDS`).
 Presets are named partial configurations (:data:`PRESETS`); :func:`get_config` starts from the
@@ -77,14 +77,58 @@ class SiftConfig:
 
 
 @dataclass
+class OrbConfig:
+    """ORB local features (backend ``orb``; OpenCV ORB, binary descriptors of 256 bits)."""
+
+    max_keypoints: int = 1000  # local features per image (the strongest by ORB response)
+    scale_factor: float = 1.2  # pyramid decimation ratio (> 1)
+    n_levels: int = 8  # pyramid levels
+    fast_threshold: int = 20  # FAST corner threshold (lower = more keypoints on low-contrast images)
+    edge_threshold: int = 31  # border in pixels without keypoints (should be about patch_size)
+    patch_size: int = 31  # side of the patch the oriented BRIEF descriptor samples
+
+
+@dataclass
 class VladConfig:
-    """VLAD global descriptor over RootSIFT (backend ``sift``), codebook fitted on train images."""
+    """VLAD global descriptor over RootSIFT (backend ``sift``) or ORB bits (``orb``), codebook fitted
+    on train images."""
 
     num_words: int = 64  # k-means codebook size (the descriptor has num_words * 128 dimensions)
     max_training_descriptors: int = 200_000  # train descriptors sampled to fit the codebook
     power: float = 0.5  # signed power-law normalisation exponent
     intra_normalization: bool = True  # L2-normalise each word's residual sum
     seed: int = 0  # seeds the descriptor sample and the k-means of the codebook
+
+
+@dataclass
+class BowConfig:
+    """Bag of visual words with tf-idf (extract.global_descriptor = bow): k-means vocabulary and
+    idf fitted on train images only (see landmark_retrieval.backends.aggregators)."""
+
+    num_words: int = 1024  # vocabulary size = descriptor dimension (sparse: at most one word per keypoint)
+    max_training_descriptors: int = 100_000  # train descriptors sampled to fit the vocabulary
+    seed: int = 0  # seeds the descriptor sample and the k-means of the vocabulary
+
+
+@dataclass
+class FisherConfig:
+    """Fisher vector over a diagonal GMM (extract.global_descriptor = fisher), fitted on train images."""
+
+    num_components: int = 32  # GMM components K (the descriptor has 2 * K * D dimensions)
+    pca_dim: Optional[int] = 64  # PCA of the local descriptors to D dimensions first; none = no PCA
+    power: float = 0.5  # signed power-law normalisation exponent (then L2)
+    iterations: int = 20  # EM iterations (initialised by seeded k-means)
+    max_training_descriptors: int = 100_000  # train descriptors sampled to fit the PCA and the GMM
+    seed: int = 0  # seeds the descriptor sample and the k-means initialisation
+
+
+@dataclass
+class ColourConfig:
+    """Joint colour histogram of the image (extract.global_descriptor = colour): nothing fitted."""
+
+    space: str = "hsv"  # hsv or lab (OpenCV's 8-bit conversions)
+    bins: Tuple[int, ...] = (8, 8, 8)  # bins per channel (H, S, V or L, a, b); the descriptor has their product
+    normalization: str = "hellinger"  # hellinger (square root of the L1-normalised histogram) or l2
 
 
 @dataclass
@@ -140,7 +184,7 @@ class EnsembleConfig:
 class ExtractConfig:
     """Feature extraction (step 1): settings shared by every backend, then one section per group."""
 
-    backend: str = "sift"  # a name in landmark_retrieval.backends.BACKENDS: sift, delg, embedding, ensemble
+    backend: str = "sift"  # a name in landmark_retrieval.backends.BACKENDS: sift, orb, delg, embedding, ensemble
     model_path: Optional[str] = None  # model of the backends that need one (delg: a SavedModel folder)
     max_image_size: Optional[int] = None  # resize so that max(H, W) <= this before extraction
     # Images with more pixels are decoded at reduced size (JPEG DCT scaling, then bilinear) to at
@@ -156,11 +200,66 @@ class ExtractConfig:
     # local features take ~0.5 MB per image). Backends whose global descriptor is built from
     # local ones (VLAD) always use "all".
     train_local: str = "all"
+    # global descriptor of the classical backends (sift, orb): vlad, bow (tf-idf), fisher or colour;
+    # its settings are the section of that name (see backends.aggregators.GLOBAL_DESCRIPTORS)
+    global_descriptor: str = "vlad"
     sift: SiftConfig = field(default_factory=SiftConfig)
+    orb: OrbConfig = field(default_factory=OrbConfig)
     vlad: VladConfig = field(default_factory=VladConfig)
+    bow: BowConfig = field(default_factory=BowConfig)
+    fisher: FisherConfig = field(default_factory=FisherConfig)
+    colour: ColourConfig = field(default_factory=ColourConfig)
     delg: DelgConfig = field(default_factory=DelgConfig)
     embedding: EmbeddingConfig = field(default_factory=EmbeddingConfig)
     ensemble: EnsembleConfig = field(default_factory=EnsembleConfig)
+
+
+@dataclass
+class ProjectionConfig:
+    """A learned projection of global descriptors (see :mod:`landmark_retrieval.projection`):
+    a linear map or 2-layer MLP trained with TensorFlow on the train images' descriptors, saved
+    with the train features and applied to database and query descriptors before PCA/whitening."""
+
+    # none (off), siamese (contrastive loss on pairs from train.csv labels) or simclr (NT-Xent on
+    # augmented views of the same image, no labels); methods: projection.PROJECTION_METHODS
+    method: Optional[str] = None
+    dim: int = 128  # output dimension
+    hidden_dim: int = 0  # hidden layer width of the 2-layer MLP (ReLU); 0 = linear
+    init: str = "pca"  # first layer's start: pca (of the training descriptors) or random (Glorot)
+    epochs: int = 30
+    batch_size: int = 128  # pairs (siamese) or images (simclr) per step
+    learning_rate: float = 1e-3  # Adam
+    margin: float = 0.7  # siamese: negatives are pushed beyond this distance between unit outputs
+    temperature: float = 0.1  # simclr: NT-Xent temperature
+    seed: int = 0  # seeds the image sample, the pairs, the augmentations, the weights and the batches
+    max_images: int = 2000  # train images sampled to train on (simclr: extracts `views` augmented views of each)
+    max_pairs: int = 50_000  # siamese: pairs trained on (sampled when more are mined)
+    positives: int = 4  # siamese: same-landmark partners per image
+    negatives: int = 4  # siamese: other-landmark partners per image, the nearest by cosine (hard)
+    views: int = 2  # simclr: augmented views per image (plus its stored descriptor)
+
+
+@dataclass
+class IvfpqConfig:
+    """faiss IndexIVFPQ (``retrieve.index=ivfpq``): inverted lists of product-quantized codes."""
+
+    nlist: int = 1024  # inverted lists (k-means cells of the database)
+    nprobe: int = 32  # lists visited per query (recall vs speed; search time only)
+    refine_factor: int = 4  # refine_factor x k candidates re-scored exactly, the k best kept (1 = PQ ranking)
+    m: int = 64  # sub-quantizers (must divide the dimension): code of m * bits / 8 bytes per image
+    bits: int = 8  # bits per sub-quantizer code
+    train_size: int = 65536  # database vectors sampled (seeded) to train the lists and codebooks
+    seed: int = 0  # seeds the training sample and k-means
+
+
+@dataclass
+class HnswConfig:
+    """faiss IndexHNSWFlat (``retrieve.index=hnsw``): a navigable small-world graph of the database."""
+
+    m: int = 32  # graph neighbours per vector (memory and recall grow with it)
+    ef_construction: int = 40  # candidate list while building (quality vs build time)
+    ef_search: int = 128  # candidate list per query (recall vs speed; search time only; at least k)
+    seed: int = 0  # seeds the level of every vector (built in one thread: deterministic)
 
 
 @dataclass
@@ -186,6 +285,20 @@ class RetrieveConfig:
     dba_alpha: float = 3.0
     qe_k: int = 0
     qe_alpha: float = 3.0
+    # a learned projection applied first (before whitening); off by default
+    projection: ProjectionConfig = field(default_factory=ProjectionConfig)
+    # Searcher (landmark_retrieval.search.SEARCHERS): "exact", or approximate faiss indexes "ivfpq"
+    # / "hnsw" (built on the database, saved in the work dir and reused; settings below), or
+    # "inverted" (exact, sparse inverted file: for BoW tf-idf with a large extract.bow.num_words).
+    index: str = "exact"
+    # Exact search streamed from a float16 copy of the database on disk (features/<db>/globals-f16.npy,
+    # built once), stream_block rows at a time against all test images: bounded memory at GLR scale.
+    # none = automatically when the float32 database matrix would exceed stream_above_gb.
+    stream: Optional[bool] = None
+    stream_above_gb: float = 4.0
+    stream_block: int = 131072  # database rows per streamed block (float32 block: rows x D x 4 bytes)
+    ivfpq: IvfpqConfig = field(default_factory=IvfpqConfig)
+    hnsw: HnswConfig = field(default_factory=HnswConfig)
 
 
 @dataclass
@@ -195,6 +308,7 @@ class VerifyConfig:
     enabled: bool = True
     num_to_rerank: int = 10
     max_descriptor_distance: float = 0.9  # L2 between unit descriptors
+    max_hamming_distance: int = 64  # binary descriptors (ORB): keep matches differing in at most this many bits of 256
     ratio_test: Optional[float] = None  # Lowe ratio (e.g. 0.85); None = off
     mutual: bool = False  # keep mutual nearest neighbours only
     max_matches: Optional[int] = None  # at most this many putative matches (the closest) go to DEGENSAC; None = all
@@ -203,7 +317,9 @@ class VerifyConfig:
     max_iterations: int = 1000
     min_matches: int = 5  # fewer putative matches than this give 0 inliers
     seed: int = 0
-    num_workers: int = 0  # processes; 0 = one per CPU core
+    estimator: str = "degensac"  # robust estimator: degensac (pydegensac) or magsac (OpenCV USAC MAGSAC++)
+    geometry: str = "homography"  # model whose inliers count: homography (planar) or fundamental (any 3-D scene)
+    num_workers: int = 0  # processes that verify, this one included (it spawns the others); 0 = one per CPU core
 
 
 @dataclass
@@ -757,6 +873,12 @@ def _validate(conf: Config) -> None:
     if conf.extract.train_local not in ("all", "candidates"):
         raise ValueError(f"extract.train_local: expected 'all' or 'candidates', got {conf.extract.train_local!r}")
     _validate_embedding(conf.extract.embedding, "extract.embedding")
+    from .backends.aggregators import validate_global
+
+    validate_global(conf.extract)
+    from .geometry import validate_geometry_options
+
+    validate_geometry_options(conf.verify.estimator, conf.verify.geometry)
     if conf.extract.backend == "ensemble":
         ensemble_local(conf.extract, ensemble_members(conf.extract))
     if conf.retrieve.k < conf.verify.num_to_rerank:
@@ -766,6 +888,31 @@ def _validate(conf: Config) -> None:
     conf.run.time_budget = parse_duration(conf.run.time_budget, "run.time_budget")
     conf.run.checkpoint_every = parse_duration(conf.run.checkpoint_every, "run.checkpoint_every")
     _validate_predict(conf.predict)
+    _validate_search(conf.retrieve)
+    from .projection import validate_projection
+
+    validate_projection(conf.retrieve.projection)
+
+
+def _validate_search(r: RetrieveConfig) -> None:
+    """Check ``retrieve.index`` (a name of landmark_retrieval.search.SEARCHERS) and its settings."""
+    from .search import SEARCHERS
+
+    r.index = str(r.index).strip().lower()
+    if r.index not in SEARCHERS:
+        raise ValueError(f"retrieve.index: unknown searcher {r.index!r}; choose one of: {', '.join(SEARCHERS)}")
+    for where, value in (("retrieve.stream_block", r.stream_block), ("retrieve.ivfpq.nlist", r.ivfpq.nlist),
+                         ("retrieve.ivfpq.nprobe", r.ivfpq.nprobe), ("retrieve.ivfpq.m", r.ivfpq.m),
+                         ("retrieve.ivfpq.refine_factor", r.ivfpq.refine_factor),
+                         ("retrieve.ivfpq.train_size", r.ivfpq.train_size), ("retrieve.hnsw.m", r.hnsw.m),
+                         ("retrieve.hnsw.ef_construction", r.hnsw.ef_construction),
+                         ("retrieve.hnsw.ef_search", r.hnsw.ef_search)):
+        if value < 1:
+            raise ValueError(f"{where}: expected a positive integer, got {value}")
+    if not 1 <= r.ivfpq.bits <= 16:
+        raise ValueError(f"retrieve.ivfpq.bits: expected 1 to 16 bits per code (8 is usual), got {r.ivfpq.bits}")
+    if not (math.isfinite(r.stream_above_gb) and r.stream_above_gb >= 0):
+        raise ValueError(f"retrieve.stream_above_gb: expected a size in GB >= 0, got {r.stream_above_gb}")
 
 
 def _validate_predict(p: PredictConfig) -> None:

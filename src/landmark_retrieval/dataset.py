@@ -39,6 +39,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from .layout import TASKS  # defined with the layout: the CLI reads it without loading pandas
+
 logger = logging.getLogger("landmark_retrieval")
 
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
@@ -65,8 +67,6 @@ class Solution:
             if self.usage.get(k, "Public") != "Ignored" and (usage is None or self.usage.get(k) == usage)
         }
 
-
-TASKS = ("recognition", "retrieval")
 
 
 @dataclass

@@ -44,7 +44,15 @@ from .layout import (
 )
 from .progress import progress
 from .shards import shard_ids, write_shard_record
-from .store import FeatureStore, ShardWriter, read_array, write_array, write_csv_atomic, write_meta
+from .store import (
+    BackgroundWriter,
+    FeatureStore,
+    ShardWriter,
+    read_array,
+    write_array,
+    write_csv_atomic,
+    write_meta,
+)
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -131,7 +139,9 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                                         max_pixels=max_pixels, shard_size=shard_size)
     elif todo:
         items = ((i, dataset.path(split, i)) for i in todo)
-        with ShardWriter(directory, shard_size=shard_size, half_precision=half_precision) as writer:
+        # HDF5 writes run in a background thread, off the model's critical path
+        shards = ShardWriter(directory, shard_size=shard_size, half_precision=half_precision)
+        with BackgroundWriter(shards) as writer:
             for image_id, decoded, error in progress(
                 iter_images(items, num_workers=num_workers, max_pixels=max_pixels), total=len(todo),
                 desc=f"extract {split}", unit="img"
@@ -168,7 +178,8 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
 
 
 def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int) -> np.ndarray:
-    """Train descriptors to fit a codebook on, (M, D) float32, read in bounded memory.
+    """Train descriptors to fit a codebook on, (M, D) float32 (binary ones: (M, B) uint8 packed
+    bits, as stored: 32 bytes per ORB descriptor), read in bounded memory.
 
     Each image contributes at most ``ceil(2 * max_training / images)`` descriptors drawn with a
     generator seeded by ``(seed, image id)``; images are visited in sorted id order. The sample
@@ -207,6 +218,11 @@ def _aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSt
             raise ValueError("No train image gave local descriptors (blank images?): cannot fit the codebook")
         logger.info("Fitting a %d-word codebook on %d train descriptors", agg.num_words, len(descriptors))
         codebook = agg.fit(descriptors)
+        if getattr(agg, "needs_documents", False):  # BoW's idf: document frequencies over every train image
+            ids = sorted(train.local_ids)
+            documents = progress(train.iter_local_descriptors(ids), total=len(ids),
+                                 desc=f"{backend.name} train statistics", unit="img")
+            codebook = agg.fit_documents(codebook, (desc for _, desc in documents))
         write_array(cb_path, "codebook", codebook)
     for split, store in stores.items():
         have = set(store.global_ids) | set(store.failures)
@@ -248,10 +264,13 @@ def write_failures(work: Union[str, Path], dataset: Dataset) -> Path:
 
 def dataset_splits(conf: Config, dataset: Dataset) -> Tuple[str, ...]:
     """The splits a run extracts: ``train, test`` (recognition) or ``index, test`` (retrieval),
-    plus ``train`` for the retrieval task's label-aware re-ranking."""
+    plus ``train`` for the retrieval task's label-aware re-ranking or a projection trained on labels."""
     if dataset.task != "retrieval":
         return SPLITS
-    if conf.retrieve.label_aware and dataset.has_train:
+    from .projection import PROJECTION_METHODS
+
+    method = PROJECTION_METHODS.get(conf.retrieve.projection.method or "")
+    if (conf.retrieve.label_aware or (method is not None and method.needs_labels)) and dataset.has_train:
         return ("index", "test", "train")
     return ("index", "test")
 

@@ -5,6 +5,9 @@
     WORK/config.json                  the run's configuration (steps continue with it)
     WORK/features/{train,index,test}/ feature stores (see landmark_retrieval.store) + meta.json
     WORK/features/<db>/codebook.h5    codebook of aggregating backends (VLAD), fitted on the database
+    WORK/features/train/projection.h5 learned projection of global descriptors (retrieve.projection)
+    WORK/features/<db>/globals-f16.npy float16 copy of the database's global descriptors (streamed exact search)
+    WORK/features/<db>/ann-<name>.faiss approximate search index (retrieve.index=ivfpq/hnsw)
     WORK/features/nonlandmark/        global descriptors of predict.nonlandmark_dir (non-landmark images)
     WORK/retrieval.h5 (+ .json)       k nearest train images per test image
     WORK/verification.csv (+ .json)   inliers of the re-ranked candidates
@@ -36,6 +39,7 @@ PathLike = Union[str, Path]
 
 SPLITS = ("train", "test")  # recognition
 ALL_SPLITS = ("train", "index", "test")  # index: the retrieval task's database
+TASKS = ("recognition", "retrieval")  # recognition: test vs train; retrieval: test vs index
 
 
 def feature_dir(work: PathLike, split: str) -> Path:
@@ -55,6 +59,24 @@ def codebook_path(work: PathLike, db_split: str = "train") -> Path:
     """The codebook lives with the database's features (train, or index for the retrieval task):
     re-extracting them drops it."""
     return feature_dir(work, db_split) / "codebook.h5"
+
+
+def projection_path(work: PathLike, split: str = "train") -> Path:
+    """Weights of the learned projection (``retrieve.projection``), with the features of the
+    split it was trained on (stamp: ``projection.json`` beside it)."""
+    return feature_dir(work, split) / "projection.h5"
+
+
+def database_matrix_path(work: PathLike, db_split: str = "train") -> Path:
+    """float16 ``.npy`` copy of the database's global descriptors, rows in retrieval order, that
+    the streamed exact search reads block by block (stamp: ``globals-f16.json`` beside it)."""
+    return feature_dir(work, db_split) / "globals-f16.npy"
+
+
+def search_index_path(work: PathLike, db_split: str, name: str) -> Path:
+    """A saved approximate search index (``retrieve.index``: ``ivfpq``, ``hnsw``) of the
+    database (stamp: ``ann-<name>.json`` beside it)."""
+    return feature_dir(work, db_split) / f"ann-{name}.faiss"
 
 
 def config_path(work: PathLike) -> Path:
@@ -132,22 +154,39 @@ def write_stamp(artifact: PathLike, settings: Mapping[str, Any]) -> None:
     write_text_atomic(stamp_path(artifact), json.dumps(dict(settings), indent=2, sort_keys=True, default=str))
 
 
-def stamp_changes(artifact: PathLike, settings: Mapping[str, Any]) -> Optional[List[str]]:
+def stamp_changes(artifact: PathLike, settings: Mapping[str, Any],
+                  absent: Optional[Mapping[str, Any]] = None) -> Optional[List[str]]:
     """None when ``artifact`` exists and was computed from ``settings``, else what differs.
+
+    Args:
+        absent: settings added after artifacts were stamped without them, each with the value
+            that reproduces those artifacts (e.g. ``{"max_matches": None}``): a stamp, or
+            ``settings``, without such a key counts as having that value, so that an upgrade
+            recomputes nothing. Any other key missing on one side is a change.
 
     Returns:
         None (up to date), ``[]`` (no stamp: never computed or interrupted), or
-        ``["key: old -> new", ...]`` for the settings that changed.
+        ``["key: old -> new", ...]`` for the settings that changed (``(absent)`` for a key
+        missing on one side).
     """
     old = read_stamp(artifact)
     artifact = Path(artifact)
     if old is None or not artifact.exists():
         return []
     settings = json.loads(json.dumps(dict(settings), default=str))  # compare as stored
+    defaults = json.loads(json.dumps(dict(absent or {}), default=str))
+    old, settings = {**defaults, **old}, {**defaults, **settings}
     if old == settings:
         return None
+    missing = object()
+
+    def show(stamp: Mapping[str, Any], key: str) -> str:
+        value = stamp.get(key, missing)
+        return "(absent)" if value is missing else repr(value)
+
     keys = sorted(set(old) | set(settings))
-    return [f"{k}: {old.get(k)!r} -> {settings.get(k)!r}" for k in keys if old.get(k) != settings.get(k)]
+    return [f"{k}: {show(old, k)} -> {show(settings, k)}" for k in keys
+            if old.get(k, missing) != settings.get(k, missing)]
 
 
 # --------------------------------------------------------------------------------------------

@@ -174,11 +174,11 @@ def _train_similarity(conf: Config, work: Path, q_ids: List[str], q: np.ndarray,
                       candidates: Dict[str, Candidates]) -> np.ndarray:
     """(Q,) largest cosine of each test descriptor to its retrieved train images, in the space
     of the stored descriptors: the retrieval scores, or (when retrieve post-processes the
-    descriptors: PCA, QE, DBA) recomputed over the first ``num_to_rerank`` retrieved images."""
+    descriptors: projection, PCA, QE, DBA) recomputed over the first ``num_to_rerank`` retrieved images."""
     from .store import FeatureStore
 
     r = conf.retrieve
-    if r.whitening is None and r.qe_k == 0 and r.dba_k == 0:
+    if r.whitening is None and r.qe_k == 0 and r.dba_k == 0 and r.projection.method is None:
         return np.array([float(candidates[i].global_scores[0]) if len(candidates[i].db_ids) else -1.0
                          for i in q_ids], np.float64)
     m = max(1, conf.verify.num_to_rerank)

@@ -13,9 +13,10 @@ import contextlib
 import contextvars
 import logging
 import sys
-from typing import Callable, Iterable, Iterator, Optional, Tuple, TypeVar
+from typing import TYPE_CHECKING, Callable, Iterable, Iterator, Optional, Tuple, TypeVar
 
-from tqdm.auto import tqdm
+if TYPE_CHECKING:  # imported where used: a process that shows no bar (a worker) never loads tqdm
+    from tqdm.auto import tqdm
 
 T = TypeVar("T")
 
@@ -52,6 +53,8 @@ def progress_enabled() -> bool:
 def progress(iterable: Optional[Iterable[T]] = None, **kwargs) -> "tqdm[T]":
     """``tqdm.auto.tqdm``, disabled when bars are off (see :func:`set_progress`) or ``disable=True``;
     observed when :func:`observe_progress` is active."""
+    from tqdm.auto import tqdm
+
     kwargs["disable"] = bool(kwargs.get("disable", False)) or not progress_enabled()
     kwargs.setdefault("dynamic_ncols", True)
     bar = tqdm(iterable, **kwargs)
@@ -122,6 +125,12 @@ class TqdmHandler(logging.StreamHandler):
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
+            if "tqdm" not in sys.modules:  # no bar can be shown: no need to load tqdm
+                sys.stderr.write(self.format(record) + "\n")
+                sys.stderr.flush()
+                return
+            from tqdm.auto import tqdm
+
             tqdm.write(self.format(record), file=sys.stderr)
         except Exception:  # pragma: no cover - logging must never raise
             self.handleError(record)

@@ -9,9 +9,16 @@ Output ``WORK/retrieval.h5``::
 
 and its stamp ``WORK/retrieval.json`` (what it was computed from; a match skips the step).
 
+With ``retrieve.projection`` the descriptors first go through a learned projection (trained
+once, saved with the train features; see :mod:`landmark_retrieval.projection`), then through
+PCA/whitening, DBA and QE (:mod:`landmark_retrieval.descriptors`).
+
 Similarities are float32 products computed in memory-bounded blocks (faiss when importable),
 never as one full matrix. With ``retrieve.half_precision`` the train descriptors are held as
-float16 (6.5 GB instead of 12.9 GB for GLR2020's 1.58 M train images at 2048-d).
+float16 (6.5 GB instead of 12.9 GB for GLR2020's 1.58 M train images at 2048-d). A large
+database (``retrieve.stream``, automatic above ``retrieve.stream_above_gb``) is written once as a
+float16 matrix on disk and streamed in blocks instead (:mod:`landmark_retrieval.search`, same
+neighbours); ``retrieve.index`` selects an approximate faiss index instead (``ivfpq``, ``hnsw``).
 """
 from __future__ import annotations
 
@@ -27,15 +34,19 @@ from .dataset import Dataset, load_dataset
 from .descriptors import Projection, expand, fit_pca, without_self
 from .layout import (
     Retrieval,
+    database_matrix_path,
     feature_dir,
     fingerprint,
     load_retrieval,
     read_stamp,
     retrieval_path,
+    search_index_path,
     stamp_changes,
     write_stamp,
 )
 from .progress import progress
+from .projection import fit_projection, projection_fingerprint
+from .search import DiskMatrix, SearchContext, cached_matrix, get_searcher, index_settings, knn_streamed, sort_rows
 from .store import FeatureStore, publish, write_array, write_error
 
 logger = logging.getLogger("landmark_retrieval")
@@ -44,10 +55,20 @@ _STR = h5py.string_dtype("utf-8")
 
 
 def _topk_rows(sim: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k per row of a similarity block, sorted descending (ties: lower index first)."""
+    """Top-k per row of a similarity block, sorted descending (ties: lower index first, also
+    at the k-th place: of equal scores, the lower indices are kept)."""
     n = sim.shape[1]
     if k < n:
         part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
+        if k > 0:  # argpartition keeps arbitrary ones of the scores tied at the k-th place
+            kept = np.take_along_axis(sim, part, axis=1)
+            kth = kept.min(axis=1, keepdims=True)
+            ragged = np.flatnonzero((sim == kth).sum(axis=1) > (kept == kth).sum(axis=1))
+            if len(ragged):
+                part = part.copy()
+                for r in ragged:
+                    cand = np.flatnonzero(sim[r] >= kth[r, 0])
+                    part[r] = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
     else:
         part = np.broadcast_to(np.arange(n), (sim.shape[0], n))
     vals = np.take_along_axis(sim, part, axis=1)
@@ -55,15 +76,38 @@ def _topk_rows(sim: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
     return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)
 
 
-def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 4096,
+def _block_topk(qb: np.ndarray, block: np.ndarray, k: int, faiss=None) -> Tuple[np.ndarray, np.ndarray]:
+    """Top-k of a (B, D) float32 query block in a (M, D) float32 database block, k <= M, sorted
+    descending, ties: lower row first (also at the k-th place). With faiss: ``faiss.knn`` for
+    k + 1 neighbours; a row whose k-th and (k+1)-th scores tie (faiss keeps arbitrary ones of
+    such ties) is computed again with numpy."""
+    if faiss is None:
+        return _topk_rows(qb @ block.T, k)
+    if k >= len(block):
+        v, i = faiss.knn(qb, block, k, metric=faiss.METRIC_INNER_PRODUCT)
+        return sort_rows(v, i.astype(np.int64))
+    v, i = faiss.knn(qb, block, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
+    tied = np.flatnonzero(v[:, k - 1] == v[:, k])
+    v, i = np.ascontiguousarray(v[:, :k]), i[:, :k].astype(np.int64)
+    for r in tied:
+        v[r], i[r] = (x[0] for x in _topk_rows(qb[r:r + 1] @ block.T, k))
+    return sort_rows(v, i)
+
+
+def knn(queries: np.ndarray, database: Union[np.ndarray, DiskMatrix], k: int, block_size: int = 4096,
         db_block_size: int = 262_144, use_faiss: bool = True,
-        show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
+        show_progress: bool = False, stream_block: int = 131_072) -> Tuple[np.ndarray, np.ndarray]:
     """Exact k-nearest neighbours by inner product (cosine for unit rows).
+
+    Neighbours are sorted by descending score; of equal scores the lower database row comes
+    first (and is kept at the k-th place), whatever the block sizes.
 
     Args:
         queries: (Q, D) float32.
         database: (N, D) float32, or float16 to halve its memory (each block is converted to
-            float32 when it is searched).
+            float32 when it is searched), or a float16 :class:`~landmark_retrieval.search.DiskMatrix`
+            on disk: streamed in blocks of ``stream_block`` rows, each searched for every query
+            (:func:`landmark_retrieval.search.knn_streamed`; same neighbours and order).
         k: neighbours per query; clipped to N.
         block_size: query rows per block; db_block_size: database rows per block, so at most
             ``block_size * db_block_size`` similarities (and one float32 database block) are in
@@ -80,7 +124,10 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
             values (the first bad row and the count are named: faiss would
             return index -1 for such a row, i.e. silently the last train image).
     """
+    streamed = isinstance(database, DiskMatrix)
     for name, arr in (("queries", queries), ("database", database)):
+        if streamed and name == "database":  # checked for NaN/inf when it was written
+            continue
         if not isinstance(arr, np.ndarray):
             raise TypeError(f"knn: {name} must be a numpy array (rows = descriptors), not {type(arr).__name__}")
         if arr.ndim != 2:
@@ -105,6 +152,8 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
         return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
     if q.shape[1] != db.shape[1]:
         raise ValueError(f"Query descriptors have dimension {q.shape[1]} but train descriptors {db.shape[1]}")
+    if streamed:
+        return knn_streamed(q, database, k, block_size, stream_block, use_faiss, show_progress)
     faiss = None
     if use_faiss:
         try:
@@ -121,13 +170,10 @@ def knn(queries: np.ndarray, database: np.ndarray, k: int, block_size: int = 409
         for t in range(0, n, db_block_size):
             block = np.ascontiguousarray(db[t:t + db_block_size], np.float32)
             kb = min(k, len(block))
-            if faiss is not None:
-                v, i = faiss.knn(qb, block, kb, metric=faiss.METRIC_INNER_PRODUCT)
-                if n <= db_block_size:  # one block: faiss' answer is final
-                    best_v, best_i = v, i.astype(np.int64)
-                    break
-            else:
-                v, i = _topk_rows(qb @ block.T, kb)
+            v, i = _block_topk(qb, block, kb, faiss)
+            if n <= db_block_size:  # one block: the answer is final
+                best_v, best_i = v, i
+                break
             v = np.concatenate([best_v, v], axis=1)
             i = np.concatenate([best_i, i + t], axis=1)
             best_v, sel = _topk_rows(v, k)
@@ -198,6 +244,36 @@ def _postprocess_database(conf: Config, db: np.ndarray, dtype: type, knn_args: d
     return projection, db
 
 
+def _streams(conf: Config, store: FeatureStore, db_ids: List[str]) -> bool:
+    """Whether the exact search streams the database from disk (``retrieve.stream``; none: when
+    its float32 matrix would exceed ``retrieve.stream_above_gb``)."""
+    r = conf.retrieve
+    if r.stream is None:
+        dim = store.globals(db_ids[:1])[1].shape[1] if db_ids else 0
+        stream = len(db_ids) * dim * 4 > r.stream_above_gb * 2 ** 30
+    else:
+        stream = bool(r.stream)
+    if stream and r.dba_k > 0:
+        raise ValueError("retrieve.dba_k > 0 needs the database in memory (it searches the database for every "
+                         "database image): set retrieve.stream=false (and enough memory), or retrieve.dba_k=0")
+    return stream
+
+
+def _database_on_disk(work: Path, db_split: str, store: FeatureStore, db_ids: List[str],
+                      chunk: int = 65536) -> DiskMatrix:
+    """The database's global descriptors (rows in ``db_ids`` order) as a float16 matrix on disk,
+    written once (``layout.database_matrix_path``) and reused while ids and features are the same."""
+    dim = store.globals(db_ids[:1])[1].shape[1]
+    settings = {"db_ids": fingerprint({"ids": db_ids}),
+                "features": fingerprint(read_stamp(feature_dir(work, db_split)) or {})}
+
+    def blocks():
+        for s in range(0, len(db_ids), chunk):
+            yield store.globals(db_ids[s:s + chunk], dtype=np.float16)[1]
+
+    return cached_matrix(database_matrix_path(work, db_split), settings, len(db_ids), dim, blocks)
+
+
 def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path],
              overwrite: bool = False) -> Path:
     """Step 2: find the ``conf.retrieve.k`` nearest database images of every test image.
@@ -229,6 +305,14 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
         if label_aware:
             settings.update(label_k=conf.retrieve.label_k,
                             train_features=fingerprint(read_stamp(feature_dir(work, "train")) or {}))
+        projection_stamp = projection_fingerprint(conf, dataset, work)
+        if projection_stamp is not None:  # recorded only when on: earlier runs' stamps stay valid
+            settings["projection"] = projection_stamp
+        if conf.retrieve.index != "exact":  # recorded only when approximate (exact: same neighbours)
+            settings["index"] = index_settings(conf.retrieve)
+        streamed = bool(db_ids) and _streams(conf, dbs, db_ids)
+        if streamed and not conf.retrieve.half_precision:  # the streamed matrix is float16
+            settings["half_precision"] = "streamed"
         changes = stamp_changes(out, settings)
         if changes is None and not overwrite:
             logger.info("Retrieval is up to date (%s)", out)
@@ -238,22 +322,39 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
         if not db_ids:
             raise RuntimeError(f"No {db_split} image has a global descriptor in {feature_dir(work, db_split)}: "
                                "run extract first")
-        dtype = np.float16 if conf.retrieve.half_precision else np.float32
-        db_ids, db = dbs.globals(db_ids, dtype=dtype)
+        dtype = np.float16 if conf.retrieve.half_precision or streamed else np.float32
+        database_key = {"db_ids": settings["db_ids"], "db_split": db_split, "half_precision": dtype == np.float16,
+                        "features": fingerprint(read_stamp(feature_dir(work, db_split)) or {}),
+                        "postprocess": settings["postprocess"][:4], "projection": projection_stamp}
+        db: Union[np.ndarray, DiskMatrix]
+        if streamed:
+            db = _database_on_disk(work, db_split, dbs, db_ids)
+        else:
+            db_ids, db = dbs.globals(db_ids, dtype=dtype)
         q_ids, q = test.globals(q_ids)
     if len(q_ids) == 0:
         q = np.zeros((0, db.shape[1]), np.float32)
-    knn_args = dict(block_size=conf.retrieve.block_size, use_faiss=conf.retrieve.use_faiss, show_progress=True)
+    knn_args = dict(block_size=conf.retrieve.block_size, use_faiss=conf.retrieve.use_faiss, show_progress=True,
+                    stream_block=conf.retrieve.stream_block)
+    projector = fit_projection(conf, dataset, work)  # learned projection first, then PCA/whitening
+    if isinstance(db, DiskMatrix) and (projector is not None or conf.retrieve.whitening is not None):
+        db = db.memmap()  # projected in blocks into a (smaller) matrix in memory
+    if projector is not None:
+        db, q = projector.apply(db, dtype=dtype), projector.apply(q)
     projection, db = _postprocess_database(conf, db, dtype, knn_args, feature_dir(work, db_split))
     if projection is not None:
         q = projection.apply(q)
     logger.info("Retrieving %d nearest of %d %s images for %d test images", conf.retrieve.k, len(db_ids), db_split,
                 len(q_ids))
-    scores, indices = knn(q, db, conf.retrieve.k, **knn_args)
+    search = get_searcher(conf.retrieve.index)
+    context = SearchContext(conf.retrieve, index_path=lambda name: search_index_path(work, db_split, name),
+                            database_key=database_key, knn_args=knn_args, work=work, db_split=db_split,
+                            query_ids=q_ids, db_ids=db_ids)
+    scores, indices = search(q, db, conf.retrieve.k, context)
     if conf.retrieve.qe_k > 0 and len(q):
         logger.info("Query expansion over %d neighbours (alpha %g)", conf.retrieve.qe_k, conf.retrieve.qe_alpha)
         q = expand(q, indices[:, :conf.retrieve.qe_k], scores[:, :conf.retrieve.qe_k], db, conf.retrieve.qe_alpha)
-        scores, indices = knn(q, db, conf.retrieve.k, **knn_args)
+        scores, indices = search(q, db, conf.retrieve.k, context)
     extra: Dict[str, np.ndarray] = {}
     if label_aware:
         with FeatureStore(feature_dir(work, "train")) as train:
@@ -262,13 +363,15 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
         if not train_ids:
             raise RuntimeError(f"No train image has a global descriptor in {feature_dir(work, 'train')}: run extract "
                                "first (retrieve.label_aware extracts the train split too)")
+        if projector is not None:
+            tr = projector.apply(tr, dtype=dtype)
         if projection is not None:
             tr = projection.apply(tr, dtype=dtype)
         train_labels = np.array([labels[i] for i in train_ids], np.int64)
         logger.info("Inferring landmarks of %d test and %d index images from %d train images",
                     len(q_ids), len(db_ids), len(train_ids))
         extra["query_labels"] = infer_labels(*knn(q, tr, conf.retrieve.label_k, **knn_args), train_labels)[0]
-        db32 = np.asarray(db, np.float32) if db.dtype != np.float32 else db
+        db32 = np.asarray(db.memmap() if isinstance(db, DiskMatrix) else db, np.float32)
         extra["db_labels"] = infer_labels(*knn(db32, tr, conf.retrieve.label_k, **knn_args), train_labels)[0]
     tmp = out.with_name(out.name + ".tmp")
     try:

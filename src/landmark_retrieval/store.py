@@ -6,7 +6,8 @@ A store is a directory of shard files ``part-00000.h5``, ``part-00001.h5``, ... 
 behind and loses at most one shard of work. Layout of one shard::
 
     local/<image_id>/keypoints    (N, 2) float32, (x, y) original-image pixels
-    local/<image_id>/descriptors  (N, D) float32 (or float16 when stored at half precision)
+    local/<image_id>/descriptors  (N, D) float32 (or float16 when stored at half precision),
+                                  or uint8 packed bits of binary descriptors (ORB: D = 32), as is
     local/<image_id>/scores       (N,)   float32
     local/<image_id>/scales       (N,)   float32
         attrs: image_size = (width, height)
@@ -90,6 +91,21 @@ def publish(tmp: Path, final: Path) -> None:
     fsync_dir(final.parent)
 
 
+def stored_descriptors(descriptors: np.ndarray, half_precision: bool = False) -> np.ndarray:
+    """Local descriptors as written to a shard: binary (uint8, packed bits) unchanged, float ones
+    as float32 (float16 with ``half_precision``)."""
+    d = np.asarray(descriptors)
+    if d.dtype == np.uint8:
+        return d
+    return d.astype(np.float16 if half_precision else np.float32, copy=False)
+
+
+def read_descriptors(dataset: "h5py.Dataset") -> np.ndarray:
+    """A stored descriptor array read back: uint8 (binary) as is, anything else as float32."""
+    d = dataset[()]
+    return d if d.dtype == np.uint8 else d.astype(np.float32, copy=False)
+
+
 def _check_id(image_id: str) -> str:
     if not isinstance(image_id, str) or not image_id or "/" in image_id or image_id in (".", ".."):
         raise ValueError(f"Invalid image id {image_id!r}: ids are file stems and cannot contain '/'")
@@ -103,7 +119,7 @@ class ShardWriter:
         directory: the store directory (created if missing).
         shard_size: images per shard.
         prefix: shard file prefix (``part`` for extraction, e.g. ``vlad`` for later globals).
-        half_precision: store local descriptors as float16.
+        half_precision: store float local descriptors as float16 (binary uint8 ones stay uint8).
 
     Leaving the context normally or by an interruption completes the current shard (nothing
     finished is lost); a write error discards it and raises :class:`StoreWriteError`.
@@ -161,7 +177,7 @@ class ShardWriter:
         try:
             if write_local:
                 grp = f.create_group(name)
-                desc = feats.descriptors.astype(np.float16 if self.half else np.float32, copy=False)
+                desc = stored_descriptors(feats.descriptors, self.half)
                 grp.create_dataset("keypoints", data=feats.keypoints.astype(np.float32, copy=False))
                 grp.create_dataset("descriptors", data=desc)
                 grp.create_dataset("scores", data=feats.scores.astype(np.float32, copy=False))
@@ -277,6 +293,76 @@ class ShardWriter:
             self._discard()
             return
         self.close()
+
+
+class BackgroundWriter:
+    """A :class:`ShardWriter` driven by one background thread (use as a context manager).
+
+    ``add`` / ``add_failure`` / ``add_note`` queue the call (at most ``max_pending`` at a time:
+    bounded memory) and return at once, so HDF5 writes, shard completion and fsync overlap with
+    feature extraction instead of delaying it. Calls are applied in order, as by the writer
+    itself. After a write error nothing more is written; the error (:class:`StoreWriteError`)
+    is raised by the next call or on leaving the context. Leaving the context (normally or by an
+    interruption) waits for the queued calls, then completes the shard like ``ShardWriter``.
+    """
+
+    def __init__(self, writer: ShardWriter, max_pending: int = 16):
+        import queue
+        import threading
+
+        self.writer = writer
+        self._queue: "queue.Queue" = queue.Queue(maxsize=max(1, int(max_pending)))
+        self._error: Optional[BaseException] = None
+        self._thread = threading.Thread(target=self._work, name="shard-writer", daemon=True)
+        self._thread.start()
+
+    def _work(self) -> None:
+        while True:
+            item = self._queue.get()
+            if item is None:
+                return
+            if self._error is not None:
+                continue  # after an error, drop what follows (as the synchronous loop stops)
+            method, args = item
+            try:
+                getattr(self.writer, method)(*args)
+            except BaseException as exc:  # re-raised in the caller's thread
+                self._error = exc
+
+    def _put(self, method: str, *args) -> None:
+        self._raise()
+        self._queue.put((method, args))
+
+    def _raise(self) -> None:
+        if self._error is not None:
+            raise self._error
+
+    def add(self, image_id: str, feats: Features, write_local: bool = True) -> None:
+        """Queue :meth:`ShardWriter.add` (``feats`` must not be modified afterwards)."""
+        self._put("add", image_id, feats, write_local)
+
+    def add_failure(self, image_id: str, error: str) -> None:
+        self._put("add_failure", image_id, error)
+
+    def add_note(self, image_id: str, message: str) -> None:
+        self._put("add_note", image_id, message)
+
+    def _drain(self) -> None:
+        self._queue.put(None)
+        self._thread.join()
+
+    def __enter__(self) -> "BackgroundWriter":
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        self._drain()
+        if self._error is not None:
+            error, self._error = self._error, None
+            self.writer.__exit__(type(error), error, None)
+            if exc is None:
+                raise error
+            return
+        self.writer.__exit__(exc_type, exc, tb)
 
 
 def validate_shard(path: Path) -> Optional[str]:
@@ -409,7 +495,7 @@ class FeatureStore:
         return f
 
     def local(self, image_id: str) -> Features:
-        """Local features of one image (descriptors as float32)."""
+        """Local features of one image (descriptors as float32; binary ones as packed uint8)."""
         path = self._local.get(image_id)
         if path is None:
             raise KeyError(
@@ -419,17 +505,27 @@ class FeatureStore:
         grp = self._open(path)[f"local/{image_id}"]
         return Features(
             keypoints=grp["keypoints"][()].astype(np.float32, copy=False),
-            descriptors=grp["descriptors"][()].astype(np.float32, copy=False),
+            descriptors=read_descriptors(grp["descriptors"]),
             scores=grp["scores"][()].astype(np.float32, copy=False),
             scales=grp["scales"][()].astype(np.float32, copy=False),
             image_size=tuple(int(v) for v in grp.attrs["image_size"]),
         )
 
+    def local_points(self, image_id: str) -> Tuple[np.ndarray, np.ndarray]:
+        """``(keypoints, descriptors)`` of one image as :meth:`local` reads them: what matching
+        needs, in about half the time (scores, scales and the image size are not read)."""
+        path = self._local.get(image_id)
+        if path is None:
+            raise KeyError(f"No local features for image {image_id!r} in {self.directory}. "
+                           "Run the extract step for this dataset first (or check the --work directory).")
+        grp = self._open(path)[f"local/{image_id}"]
+        return grp["keypoints"][()].astype(np.float32, copy=False), read_descriptors(grp["descriptors"])
+
     def iter_local_descriptors(self, ids: Optional[Sequence[str]] = None):
-        """Yield ``(image_id, descriptors (N, D) float32)``."""
+        """Yield ``(image_id, descriptors (N, D) float32)`` (binary descriptors: (N, D) uint8)."""
         for image_id in (self._local if ids is None else ids):
             path = self._local[image_id]
-            yield image_id, self._open(path)[f"local/{image_id}/descriptors"][()].astype(np.float32)
+            yield image_id, read_descriptors(self._open(path)[f"local/{image_id}/descriptors"])
 
     def globals(self, ids: Optional[Sequence[str]] = None,
                 dtype: type = np.float32) -> Tuple[List[str], np.ndarray]:
@@ -459,6 +555,30 @@ class FeatureStore:
             out[out_rows] = data[src_rows]
         assert out is not None
         return wanted, out
+
+    def sizes(self) -> Dict[str, float]:
+        """What the store holds per image, as stored (reads shapes and dtypes, not the data).
+
+        Returns:
+            ``{"local_bytes": mean bytes of the local descriptors over the images that have
+            local features (0 without any), "keypoints": their mean number of local features,
+            "global_bytes": bytes of one global descriptor (0 without any), "num_local",
+            "num_global": how many images have each}``.
+        """
+        local_bytes = keypoints = 0
+        for image_id, path in self._local.items():
+            d = self._open(path)[f"local/{image_id}/descriptors"]
+            local_bytes += int(d.size) * d.dtype.itemsize
+            keypoints += int(d.shape[0])
+        global_bytes = 0
+        if self._global:
+            path, _ = next(iter(self._global.values()))
+            g = self._open(path)["global/descriptors"]
+            global_bytes = int(g.shape[1]) * g.dtype.itemsize
+        n_local = len(self._local)
+        return {"local_bytes": local_bytes / n_local if n_local else 0.0,
+                "keypoints": keypoints / n_local if n_local else 0.0,
+                "global_bytes": float(global_bytes), "num_local": n_local, "num_global": len(self._global)}
 
     def close(self) -> None:
         for f in self._files.values():

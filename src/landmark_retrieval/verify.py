@@ -4,7 +4,10 @@ For each test image and each of its ``num_to_rerank`` nearest train images: puta
 by nearest neighbour of the test descriptors among the train descriptors (distance threshold,
 optional ratio test / mutual check), then ``pydegensac.findHomography`` (seeded) inlier count.
 Fewer than ``min_matches`` putative matches (default 5, i.e. "4 or fewer") give 0 inliers;
-an estimator error gives 0 inliers and is logged.
+an estimator error gives 0 inliers and is logged. Binary descriptors (ORB, uint8 packed bits)
+are matched by Hamming distance (OpenCV's brute-force matcher, ``max_hamming_distance``);
+``verify.estimator`` (degensac, magsac) and ``verify.geometry`` (homography, fundamental)
+choose the robust fit (see :mod:`landmark_retrieval.geometry`).
 
 Output ``WORK/verification.csv`` (``query_id,rank,db_id,num_matches,inliers``, written and read
 with the ``csv`` module, so any id round-trips), appended one test image at a time in retrieval
@@ -30,12 +33,13 @@ from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING, Callable, Dict, List, Optional, Tuple, Union
+from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
 import numpy as np
 
 from .config import Config, VerifyConfig
-from .features import Features
+from .features import Features, is_binary
+from .geometry import estimate_geometry
 
 if TYPE_CHECKING:
     from .dataset import Dataset
@@ -58,8 +62,8 @@ from .store import FeatureStore, write_error, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
-__all__ = ["verify", "verify_pair", "match_descriptors", "estimate_homography", "PairResult",
-           "load_verification", "verification_path"]
+__all__ = ["verify", "verify_pair", "match_descriptors", "match_binary_descriptors", "estimate_homography",
+           "estimate_geometry", "PairResult", "load_verification", "verification_path"]
 
 COLUMNS = VERIFICATION_COLUMNS
 
@@ -69,8 +73,11 @@ COLUMNS = VERIFICATION_COLUMNS
 # --------------------------------------------------------------------------------------------
 def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance: float = 0.9,
                       ratio_test: Optional[float] = None, mutual: bool = False,
-                      max_matches: Optional[int] = None) -> np.ndarray:
+                      max_matches: Optional[int] = None, max_hamming_distance: int = 64) -> np.ndarray:
     """Nearest-neighbour matches from ``desc0`` to ``desc1`` (unit-norm rows).
+
+    Binary descriptors (both uint8: packed bits, e.g. ORB) go to
+    :func:`match_binary_descriptors` with ``max_hamming_distance`` instead of ``max_distance``.
 
     Each row of ``desc0`` is matched to its nearest row of ``desc1`` (the first one on a tie)
     when their Euclidean distance is below ``max_distance`` (and, if set, below ``ratio_test``
@@ -90,15 +97,19 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance: float 
         ratio_test: Lowe's ratio (e.g. 0.85); None = off. It cannot reject when N1 == 1.
         mutual: keep mutual nearest neighbours only.
         max_matches: keep at most this many matches (the closest); None = all.
+        max_hamming_distance: binary descriptors only (see :func:`match_binary_descriptors`).
 
     Returns:
         (K, 2) int64 index pairs ``(i0, i1)``, ordered by i0.
 
     Raises:
-        ValueError: the descriptors are not 2-D with the same D, or ``max_matches`` < 0.
+        ValueError: the descriptors are not 2-D with the same D, or ``max_matches`` < 0, or
+            one array is binary and the other not.
     """
     if max_matches is not None and max_matches < 0:
         raise ValueError(f"match_descriptors: max_matches must be >= 0 or None, got {max_matches}")
+    if is_binary(desc0) or is_binary(desc1):
+        return match_binary_descriptors(desc0, desc1, max_hamming_distance, ratio_test, mutual, max_matches)
     if len(desc0) == 0 or len(desc1) == 0:
         return np.zeros((0, 2), np.int64)
     d0, d1 = np.asarray(desc0, np.float32), np.asarray(desc1, np.float32)
@@ -158,13 +169,82 @@ def _select_matches(sim: np.ndarray, max_distance: float, ratio_test: Optional[f
     return np.stack([i0, nn[i0]], axis=1).astype(np.int64)
 
 
+def match_binary_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance: int = 64,
+                             ratio_test: Optional[float] = None, mutual: bool = False,
+                             max_matches: Optional[int] = None) -> np.ndarray:
+    """Nearest-neighbour matches between binary descriptors by Hamming distance.
+
+    The rules of :func:`match_descriptors`, with Hamming distances (bits that differ) from
+    OpenCV's brute-force matcher (``cv2.BFMatcher(cv2.NORM_HAMMING)``; ``knnMatch`` with k=2 for
+    the ratio test): each row of ``desc0`` is matched to its nearest row of ``desc1`` (the first
+    one on a tie) when they differ in at most ``max_distance`` bits (and, if set, in fewer than
+    ``ratio_test`` times the bits of the second nearest, which is as close as the nearest on a
+    tie; and, if ``mutual``, when the row is also the nearest the other way, the first one on a
+    tie). With ``max_matches``, only the closest that many are kept (ties: the lower i0).
+
+    Args:
+        desc0: (N0, B) uint8 packed bits (ORB: B = 32, 256 bits); desc1: (N1, B) uint8.
+        max_distance: keep matches that differ in at most this many bits.
+        ratio_test: Lowe's ratio (e.g. 0.8); None = off. It cannot reject when N1 == 1.
+        mutual: keep mutual nearest neighbours only.
+        max_matches: keep at most this many matches (the closest); None = all.
+
+    Returns:
+        (K, 2) int64 index pairs ``(i0, i1)``, ordered by i0.
+
+    Raises:
+        ValueError: the descriptors are not 2-D uint8 arrays with the same B, or ``max_matches`` < 0.
+    """
+    if max_matches is not None and max_matches < 0:
+        raise ValueError(f"match_binary_descriptors: max_matches must be >= 0 or None, got {max_matches}")
+    d0, d1 = np.asarray(desc0), np.asarray(desc1)
+    if d0.ndim != 2 or d1.ndim != 2 or d0.shape[1] != d1.shape[1] or d0.dtype != np.uint8 or d1.dtype != np.uint8:
+        raise ValueError(f"match_binary_descriptors: desc0 and desc1 must be (N, B) uint8 arrays of packed bits "
+                         f"with the same B, got {d0.dtype} {d0.shape} and {d1.dtype} {d1.shape} (float "
+                         "descriptors cannot be matched with binary ones: extract both with the same backend)")
+    n0, n1 = len(d0), len(d1)
+    if n0 == 0 or n1 == 0:
+        return np.zeros((0, 2), np.int64)
+    import cv2
+
+    d0, d1 = np.ascontiguousarray(d0), np.ascontiguousarray(d1)
+    matcher = cv2.BFMatcher(cv2.NORM_HAMMING)
+    nn = np.zeros(n0, np.int64)
+    dist = np.full(n0, np.inf)
+    second = np.full(n0, np.inf)  # distance to the second nearest (inf: none)
+    if ratio_test is not None and n1 >= 2:
+        for knn in matcher.knnMatch(d0, d1, k=2):
+            i = knn[0].queryIdx
+            nn[i], dist[i] = knn[0].trainIdx, knn[0].distance
+            if len(knn) > 1:
+                second[i] = knn[1].distance
+    else:
+        for m in matcher.match(d0, d1):
+            nn[m.queryIdx], dist[m.queryIdx] = m.trainIdx, m.distance
+    keep = dist <= max_distance
+    if ratio_test is not None and n1 >= 2:
+        keep &= dist < ratio_test * second
+    if mutual and keep.any():
+        # the nearest row of desc0 of every column that some kept row chose (those columns only)
+        cols = np.unique(nn[keep])
+        back = np.full(n1, -1, np.int64)
+        for m in matcher.match(np.ascontiguousarray(d1[cols]), d0):
+            back[cols[m.queryIdx]] = m.trainIdx
+        keep &= back[nn] == np.arange(n0)
+    i0 = np.flatnonzero(keep)
+    if max_matches is not None and len(i0) > max_matches:
+        closest = np.argsort(dist[i0], kind="stable")[:max_matches]  # closest; ties: lower i0
+        i0 = np.sort(i0[closest])
+    return np.stack([i0, nn[i0]], axis=1).astype(np.int64)
+
+
 def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig,
                         ) -> Tuple[Optional[np.ndarray], np.ndarray]:
-    """DEGENSAC homography between matched points.
+    """Homography between matched points with ``conf.estimator`` (DEGENSAC by default).
 
     Args:
         kpts0, kpts1: (K, 2) float (x, y) coordinates of the K putative matches.
-        conf: verification settings (threshold, confidence, iterations, seed, min_matches).
+        conf: verification settings (estimator, threshold, confidence, iterations, seed, min_matches).
 
     Returns:
         ``(H, inlier_mask)``: H (3, 3) float64 mapping kpts0 to kpts1, or None when there are
@@ -177,28 +257,7 @@ def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig
     if len(shape0) != 2 or shape0[1:] != (2,) or len(shape1) != 2 or shape1[1:] != (2,) or shape0[0] != shape1[0]:
         raise ValueError(f"estimate_homography: kpts0 and kpts1 must be (K, 2) arrays of matched (x, y) points "
                          f"with the same K, got shapes {shape0} and {shape1}")
-    k = len(kpts0)
-    mask = np.zeros(k, bool)
-    if k < max(conf.min_matches, 4):
-        return None, mask
-    import pydegensac
-
-    try:
-        H, inl = pydegensac.findHomography(
-            np.ascontiguousarray(kpts0, np.float64), np.ascontiguousarray(kpts1, np.float64),
-            float(conf.max_reprojection_error), float(conf.confidence), int(conf.max_iterations),
-            seed=int(conf.seed),
-        )
-    except (np.linalg.LinAlgError, ValueError, RuntimeError) as exc:
-        logger.warning("DEGENSAC failed on %d putative matches (counted as 0 inliers): %s: %s",
-                       k, type(exc).__name__, exc)
-        return None, mask
-    mask = np.asarray(inl, bool).reshape(-1)
-    if mask.shape[0] != k:
-        return None, np.zeros(k, bool)
-    if H is None or not np.any(mask) or not np.all(np.isfinite(H)):
-        return None, np.zeros(k, bool)
-    return np.asarray(H, np.float64), mask
+    return estimate_geometry(kpts0, kpts1, conf, geometry="homography")
 
 
 @dataclass
@@ -208,6 +267,7 @@ class PairResult:
     matches: np.ndarray  # (K, 2) int64 indices into (features0, features1)
     inlier_mask: np.ndarray  # (K,) bool
     homography: Optional[np.ndarray]  # (3, 3) mapping image0 (x, y) to image1, or None
+    fundamental: Optional[np.ndarray] = None  # (3, 3) F, [x1, 1] F [x0, 1]^T = 0 (verify.geometry=fundamental)
 
     @property
     def num_inliers(self) -> int:
@@ -215,36 +275,51 @@ class PairResult:
 
 
 def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
-    """Match two images' local features and count DEGENSAC inliers.
+    """Match two images' local features and count the inliers of a robust fit.
 
     Putative matches come from :func:`match_descriptors` with the settings of ``conf``
-    (``max_descriptor_distance``, ``ratio_test``, ``mutual``, ``max_matches``); fewer than
-    ``conf.min_matches`` give 0 inliers without running DEGENSAC.
+    (``max_descriptor_distance``, or ``max_hamming_distance`` for binary descriptors;
+    ``ratio_test``, ``mutual``, ``max_matches``); fewer than ``conf.min_matches`` give 0 inliers
+    without running the estimator. The model is ``conf.geometry`` fitted by ``conf.estimator``
+    (:func:`landmark_retrieval.geometry.estimate_geometry`; default: a DEGENSAC homography).
     """
     matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
-                                conf.ratio_test, conf.mutual, conf.max_matches)
-    H, mask = estimate_homography(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
-    return PairResult(matches, mask, H)
+                                conf.ratio_test, conf.mutual, conf.max_matches, conf.max_hamming_distance)
+    model, mask = estimate_geometry(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
+    if conf.geometry == "fundamental":
+        return PairResult(matches, mask, None, model)
+    return PairResult(matches, mask, model)
 
 
 # --------------------------------------------------------------------------------------------
 # Worker processes
 # --------------------------------------------------------------------------------------------
+class _Points(NamedTuple):
+    """What verification reads of an image's local features (see :class:`Features`)."""
+
+    keypoints: np.ndarray  # (N, 2) float32
+    descriptors: np.ndarray  # (N, D) float32, or uint8 packed bits
+
+
 class _Verifier:
-    """Holds the open feature stores and a cache of train features (one per worker process)."""
+    """Holds the open feature stores and a cache of train features (one per process that verifies).
+
+    Only keypoints and descriptors are read (:meth:`FeatureStore.local_points`, half the time of
+    all local features): at scale most candidates are read once, for one pair.
+    """
 
     def __init__(self, work: str, conf: VerifyConfig, cache_size: int = 512):
         self.train = FeatureStore(feature_dir(work, retrieval_db_split(work)))  # train or index
         self.test = FeatureStore(feature_dir(work, "test"))
         self.conf = conf
-        self.cache: "OrderedDict[str, Optional[Features]]" = OrderedDict()
+        self.cache: "OrderedDict[str, Optional[_Points]]" = OrderedDict()
         self.cache_size = cache_size
 
-    def _train_features(self, image_id: str) -> Optional[Features]:
+    def _train_features(self, image_id: str) -> Optional[_Points]:
         if image_id in self.cache:
             self.cache.move_to_end(image_id)
             return self.cache[image_id]
-        feats = self.train.local(image_id) if self.train.has_local(image_id) else None
+        feats = _Points(*self.train.local_points(image_id)) if self.train.has_local(image_id) else None
         self.cache[image_id] = feats
         if len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
@@ -254,14 +329,14 @@ class _Verifier:
         """Verify one test image against its candidates: ``(query_id, candidates, [(num_matches,
         inliers), ...])``; the query's features are read once for all its candidates."""
         query_id, candidates = task
-        q = self.test.local(query_id) if self.test.has_local(query_id) else None
+        q = _Points(*self.test.local_points(query_id)) if self.test.has_local(query_id) else None
         results = []
         for db_id in candidates:
             t = self._train_features(db_id) if q is not None else None
             if q is None or t is None:
                 results.append((0, 0))
                 continue
-            res = verify_pair(q, t, self.conf)
+            res = verify_pair(q, t, self.conf)  # type: ignore[arg-type]  # keypoints and descriptors suffice
             results.append((len(res.matches), res.num_inliers))
         return query_id, candidates, results
 
@@ -289,24 +364,35 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
     threading.Thread(target=watch, name="parent-watch", daemon=True).start()
 
 
-def _init_worker(work: str, conf_dict: dict, parent_pid: int) -> None:
+def _init_worker(work: str, conf_dict: dict, parent_pid: int, claims=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _watch_parent(parent_pid)
-    global _WORKER
+    global _WORKER, _CLAIMS
     _WORKER = _Verifier(work, VerifyConfig(**conf_dict))
+    _CLAIMS = claims
 
 
-def _run_chunk(tasks: List[Tuple[str, List[str]]]) -> List[Tuple[str, List[str], List[Tuple[int, int]]]]:
-    """Verify a chunk of tasks in a worker process (the results of :meth:`_Verifier.__call__`)."""
+_CLAIMS = None  # the worker's view of the chunk claims of _verify_tasks (a shared byte array)
+
+
+def _run_chunk(index: int, tasks: List[Tuple[str, List[str]]]) -> Optional[List["TaskResult"]]:
+    """Verify chunk ``index`` of :func:`_verify_tasks` in a worker process: the results of
+    :meth:`_Verifier.__call__`, or None when the parent process took the chunk first."""
     assert _WORKER is not None
+    if _CLAIMS is not None:
+        with _CLAIMS.get_lock():
+            if _CLAIMS[index]:
+                return None
+            _CLAIMS[index] = 1
     return [_WORKER(task) for task in tasks]
 
 
-#: Environment of the worker processes: one BLAS / OpenMP thread each. There is a worker per
-#: core; more threads per worker would compete for the same cores (and idle OpenBLAS threads
-#: spin), so that a second worker gained little.
+#: Environment of the worker processes: one BLAS / OpenMP / OpenCV thread each. There is a
+#: process per core; more threads per process would compete for the same cores (and idle
+#: OpenBLAS threads spin), so that a second worker gained little.
 WORKER_THREAD_ENV = {name: "1" for name in ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS",
-                                             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS")}
+                                             "BLIS_NUM_THREADS", "VECLIB_MAXIMUM_THREADS", "NUMEXPR_NUM_THREADS",
+                                             "OPENCV_FOR_THREADS_NUM")}
 
 
 @contextmanager
@@ -325,11 +411,44 @@ def _worker_environment():
                 os.environ[name] = value
 
 
-def _chunk_size(num_tasks: int, workers: int) -> int:
-    """Test images per chunk sent to a worker: about 16 chunks per worker (at most 16 images),
-    so that the workers finish together (a chunk of 10 candidates each takes ~40 ms per image)
-    while the parent exchanges few messages."""
-    return max(1, min(16, num_tasks // (workers * 16)))
+@contextmanager
+def _one_blas_thread():
+    """One BLAS thread in this process while it verifies (its setting is restored after): it
+    verifies alongside the worker processes, one per core (with ``threadpoolctl``; without it
+    the setting is left alone)."""
+    try:
+        from threadpoolctl import threadpool_limits
+    except ImportError:  # pragma: no cover - a dependency; missing only in odd installs
+        logger.debug("threadpoolctl is not installed: verifying with the BLAS library's own thread count")
+        yield
+        return
+    with threadpool_limits(limits=1, user_api="blas"):
+        yield
+
+
+#: Pairs per chunk of work (whole test images, at least one): small chunks keep every process
+#: busy until the end (10 pairs take ~40 ms) for a few hundred bytes of messages each.
+CHUNK_PAIRS = 10
+#: Chunks queued ahead for each worker process, so that it never waits for this process (which
+#: hands out chunks between chunks of its own).
+PREFETCH = 4
+
+
+def _chunks(todo: List[Tuple[str, List[str]]], pairs: int = CHUNK_PAIRS) -> List[List[Tuple[str, List[str]]]]:
+    """``todo`` cut in order into chunks of whole tasks with at least ``pairs`` pairs (the last
+    one: what is left)."""
+    chunks: List[List[Tuple[str, List[str]]]] = []
+    current: List[Tuple[str, List[str]]] = []
+    count = 0
+    for task in todo:
+        current.append(task)
+        count += len(task[1])
+        if count >= pairs:
+            chunks.append(current)
+            current, count = [], 0
+    if current:
+        chunks.append(current)
+    return chunks
 
 
 TaskResult = Tuple[str, List[str], List[Tuple[int, int]]]  # (test id, candidate ids, [(matches, inliers)])
@@ -337,35 +456,98 @@ TaskResult = Tuple[str, List[str], List[Tuple[int, int]]]  # (test id, candidate
 
 def _verify_tasks(work: Union[str, Path], vc: VerifyConfig, todo: List[Tuple[str, List[str]]], workers: int,
                   write: Callable[[TaskResult], None]) -> None:
-    """Verify ``todo`` (test id, candidate ids) in ``workers`` processes (in this one when 1) and
+    """Verify ``todo`` (test id, candidate ids) in ``workers`` processes, this one included, and
     call ``write(result)`` with each task's result (see :meth:`_Verifier.__call__`), in order.
 
-    Worker processes are spawned (no fork of a process that may hold TensorFlow threads), use
-    one BLAS thread each and take chunks of :func:`_chunk_size` test images. An exception or an
-    interruption stops them at once (finished results are already written).
+    This process verifies with one BLAS thread (restored after). With ``workers`` > 1, it
+    spawns ``workers - 1`` worker processes (never forks: it may hold TensorFlow's threads),
+    with one BLAS thread each, and verifies while they start. Work goes out in chunks of about
+    :data:`CHUNK_PAIRS` pairs (:func:`_chunks`), each worker kept :data:`PREFETCH` chunks ahead;
+    when no chunk is left to hand out, this process takes back the chunks still waiting in a
+    worker's queue (a shared claim per chunk: none is verified twice), so that all finish
+    together and a job shorter than a worker's start-up is done here alone. Who verifies a pair
+    does not change its result (DEGENSAC is seeded). An exception or an interruption stops the
+    workers at once (finished results are already written).
     """
-    if workers == 1:
-        verifier = _Verifier(str(work), vc)
-        for task in todo:
-            write(verifier(task))
-        return
+    with _one_blas_thread():
+        if workers <= 1 or len(todo) <= 1:
+            verifier = _Verifier(str(work), vc)
+            for task in todo:
+                write(verifier(task))
+            return
+        _verify_alongside(str(work), vc, _chunks(todo), workers - 1, write)
+
+
+def _verify_alongside(work: str, vc: VerifyConfig, chunks: List[List[Tuple[str, List[str]]]], children: int,
+                      write: Callable[[TaskResult], None]) -> None:
+    """:func:`_verify_tasks` in this process and ``children`` worker processes."""
     ctx = mp.get_context("spawn")
-    pool = cf.ProcessPoolExecutor(workers, mp_context=ctx, initializer=_init_worker,
-                                  initargs=(str(work), asdict(vc), os.getpid()))
+    claims = ctx.Array("b", len(chunks))  # 1: a process has taken the chunk
+    pool = cf.ProcessPoolExecutor(children, mp_context=ctx, initializer=_init_worker,
+                                  initargs=(work, asdict(vc), os.getpid(), claims))
+    queued: Dict[int, cf.Future] = {}  # chunks handed to a worker whose result is not collected
+    finished: Dict[int, List[TaskResult]] = {}  # results not written yet (an earlier chunk is not finished)
+    handed = written = here = 0  # chunks handed out (to a worker or taken here), written, verified here
+
+    def hand_out() -> None:
+        nonlocal handed
+        while handed < len(chunks) and len(queued) < PREFETCH * children:
+            queued[handed] = pool.submit(_run_chunk, handed, chunks[handed])
+            handed += 1
+
     try:
-        chunk = _chunk_size(len(todo), workers)
         # submitted by hand, not with pool.map: an interruption must not cancel the futures
-        # under the executor's feet (CPython then prints a traceback). Workers start on submit:
-        # they inherit "ignore Ctrl-C" and the one-thread environment.
+        # under the executor's feet (CPython then prints a traceback). Workers start on the
+        # first submissions: they inherit "ignore Ctrl-C" and the one-thread environment.
         with _sigint_ignored(), _worker_environment():
-            futures = [pool.submit(_run_chunk, todo[i:i + chunk]) for i in range(0, len(todo), chunk)]
-        for fut in futures:
-            for result in fut.result():
-                write(result)
+            hand_out()
+        verifier = _Verifier(work, vc)
+        while True:
+            for index in [i for i, fut in queued.items() if fut.done()]:
+                result = queued.pop(index).result()
+                if result is not None:  # None: taken back by this process
+                    finished[index] = result
+            while written in finished:
+                for result in finished.pop(written):
+                    write(result)
+                written += 1
+            if written == len(chunks):
+                break
+            hand_out()
+            if handed < len(chunks):
+                mine = handed
+                handed += 1
+            else:
+                mine = _take_back(claims, list(queued))
+                if mine is None:  # the workers are on the last chunks: wait for one
+                    cf.wait(list(queued.values()), return_when=cf.FIRST_COMPLETED)
+                    continue
+            finished[mine] = [verifier(task) for task in chunks[mine]]
+            here += 1
     except BaseException:
         _stop_pool(pool)
         raise
-    pool.shutdown(wait=True)
+    logger.debug("Verified %d of %d chunks in this process, the rest in %d workers", here, len(chunks), children)
+    if all(fut.done() for fut in queued.values()):
+        pool.shutdown(wait=True)
+    else:  # chunks taken back that a worker has not reached (or a worker still starting)
+        _stop_pool(pool)
+
+
+def _take_back(claims, indices: List[int]) -> Optional[int]:
+    """Claim the last of the chunks ``indices`` (queued for workers) that no worker has started,
+    for this process; None when every one is started (or the claims are busy for a second)."""
+    lock = claims.get_lock()
+    if not lock.acquire(timeout=1.0):
+        return None
+    try:
+        for index in sorted(indices, reverse=True):
+            if not claims[index]:
+                claims[index] = 1
+                return index
+        return None
+    finally:
+        lock.release()
 
 
 @contextmanager
@@ -415,9 +597,23 @@ def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
 # --------------------------------------------------------------------------------------------
 # Step entry point
 # --------------------------------------------------------------------------------------------
+#: verify options added after results were first stamped (see :func:`verification_settings`);
+#: the default of each reproduces the results verified before it existed: a stamp without it
+#: counts as that default (``layout.stamp_changes(absent=...)``), so an upgrade re-verifies nothing
+LATER_OPTIONS = ("max_matches", "max_hamming_distance", "estimator", "geometry")
+
+
 def verification_settings(conf: VerifyConfig, work: Path) -> dict:
-    """What verification results are computed from (their stamp): settings and retrieval."""
+    """What verification results are computed from (their stamp): settings and retrieval.
+
+    Options added later (:data:`LATER_OPTIONS`) are left out at their default value, so that
+    results verified before they existed stay current (the same inliers).
+    """
     settings = {k: v for k, v in asdict(conf).items() if k not in ("num_workers", "enabled")}
+    defaults = asdict(VerifyConfig())
+    for key in LATER_OPTIONS:
+        if key in settings and settings[key] == defaults[key]:
+            del settings[key]
     settings["retrieval"] = fingerprint(read_stamp(retrieval_path(work)) or {})
     return settings
 
@@ -455,7 +651,7 @@ def verify(conf: Config, data: Union[str, Path, "Dataset", None], work: Union[st
     retrieval = load_retrieval(retrieval_path(work))
     tasks = _tasks(retrieval, vc.num_to_rerank)
     settings = verification_settings(vc, work)
-    changes = stamp_changes(out, settings)
+    changes = stamp_changes(out, settings, absent={k: getattr(VerifyConfig(), k) for k in LATER_OPTIONS})
     done: Dict[str, Dict[str, Tuple[int, int]]] = {}
     if changes is None and not overwrite:
         done = load_verification(out)

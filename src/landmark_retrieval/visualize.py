@@ -30,6 +30,7 @@ from .candidates import Candidates, load_candidates
 from .config import Config, resolve_run_config
 from .dataset import Dataset, load_dataset
 from .extract import feature_dir
+from .geometry import ESTIMATORS
 from .images import read_image
 from .predict import predict_one
 from .store import FeatureStore, read_meta
@@ -227,7 +228,8 @@ def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
                        titles=[f"test {query_id} ({len(fq)} keypoints)",
                                f"train {db_id}, landmark {label} ({len(ft)} keypoints)"],
                        max_lines=max_lines, dpi=dpi)
-    fig.suptitle(f"{res.num_inliers} DEGENSAC inliers (green) / {len(res.matches)} putative matches "
+    fit = ESTIMATORS[conf.verify.estimator].label + ("" if conf.verify.geometry == "homography" else " (F)")
+    fig.suptitle(f"{res.num_inliers} {fit} inliers (green) / {len(res.matches)} putative matches "
                  f"(rejected in red)", fontsize=10)
     return fig
 

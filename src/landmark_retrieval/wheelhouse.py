@@ -1,8 +1,9 @@
 """A folder of wheels to install landmark-retrieval on Kaggle with the internet off.
 
 Kaggle notebooks that make a competition submission run without internet. The image already
-has TensorFlow, OpenCV, numpy, pandas, matplotlib, h5py, scikit-image, Pillow and tqdm, and
-none of them must be replaced (a second TensorFlow or numpy breaks the preinstalled stack).
+has TensorFlow, OpenCV, numpy, pandas, matplotlib, h5py, scikit-image, Pillow, tqdm and
+threadpoolctl, and none of them must be replaced (a second TensorFlow or numpy breaks the
+preinstalled stack).
 The folder therefore holds only what the image lacks:
 
 * the project's own wheel (``pip wheel --no-deps``: pure Python, ``py3-none-any``);
@@ -41,6 +42,7 @@ FAISS = ("faiss-cpu",)
 KAGGLE_PREINSTALLED = (
     "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "opencv-python", "opencv-python-headless",
     "opencv-contrib-python", "numpy", "pandas", "matplotlib", "h5py", "scikit-image", "pillow", "tqdm",
+    "threadpoolctl",  # (scikit-learn's dependency)
 )
 #: Kaggle's image is a recent Ubuntu on x86-64: manylinux2014 (= manylinux_2_17, which also
 #: accepts manylinux2010/manylinux1 wheels) and manylinux_2_28 wheels both run there

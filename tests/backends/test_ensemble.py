@@ -175,9 +175,9 @@ def test_saved_ensemble_configuration_reads_back_equal(tmp_path):
     ('[{"backend": "embedding"', None, ValueError, r"extract\.ensemble\.members: expected a JSON list of objects.*"
                                                    r"not valid JSON"),
     ('["embedding"]', None, ValueError, r"extract\.ensemble\.members\[0\]: expected an object"),
-    ([{"model_path": "m.keras"}], None, ValueError, r"members\[0\]\.backend: missing; choose one of: sift, delg, "
-                                                    r"embedding$"),
-    ([{"backend": "orb"}], None, ValueError, r"members\[0\]\.backend: unknown backend 'orb'"),
+    ([{"model_path": "m.keras"}], None, ValueError, r"members\[0\]\.backend: missing; choose one of: sift, orb, "
+                                                    r"delg, embedding$"),
+    ([{"backend": "surf"}], None, ValueError, r"members\[0\]\.backend: unknown backend 'surf'"),
     ([{"backend": "ensemble"}], None, ValueError, r"an ensemble cannot be a member of an ensemble"),
     ([{"backend": "embedding", "weight": 0}], None, ValueError, r"members\[0\]\.weight: expected a positive number"),
     ([{"backend": "embedding", "weight": "heavy"}], None, ValueError, r"members\[0\]\.weight: expected a number"),
@@ -191,8 +191,8 @@ def test_saved_ensemble_configuration_reads_back_equal(tmp_path):
      r"members\[1\]\.name: 'a' is the name of another member"),
     ([{"backend": "embedding"}, {"backend": "embedding"}], "embedding", ValueError,
      r"extract\.ensemble\.local: 2 members use the embedding backend \(embedding1, embedding2\)"),
-    ([{"backend": "embedding"}], "orb", ValueError,
-     r"extract\.ensemble\.local: 'orb' is neither a member \(embedding\) nor a backend"),
+    ([{"backend": "embedding"}], "surf", ValueError,
+     r"extract\.ensemble\.local: 'surf' is neither a member \(embedding\) nor a backend"),
 ])
 def test_bad_ensembles_name_the_member_and_option(members, local, error, message):
     value = members if isinstance(members, str) else json.dumps(members)

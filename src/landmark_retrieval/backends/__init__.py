@@ -66,8 +66,13 @@ def register_backend(info: BackendInfo) -> None:
 
 
 BACKENDS.update({
-    "sift": BackendInfo("sift", ".sift:SiftBackend", ("sift", "vlad"), "SIFT response", needs_model=False,
-                        preset="demo", description="RootSIFT + VLAD, no weights"),
+    "sift": BackendInfo("sift", ".sift:SiftBackend", ("sift", "vlad", "bow", "fisher", "colour"), "SIFT response",
+                        needs_model=False, preset="demo",
+                        description="RootSIFT + VLAD (or extract.global_descriptor: bow, fisher, colour), no weights"),
+    "orb": BackendInfo("orb", ".orb:OrbBackend", ("orb", "vlad", "bow", "fisher", "colour"), "ORB response",
+                       needs_model=False, preset="demo",
+                       description="ORB (binary, Hamming matching) + VLAD of its bits (or extract.global_descriptor), "
+                                   "no weights"),
     "delg": BackendInfo("delg", ".delg:DelgBackend", ("delg",), "DELG attention", needs_model=True,
                         preset="kaggle-baseline", description="DELG SavedModel (TensorFlow), needs a model",
                         model_check=".delg:looks_like_delg"),

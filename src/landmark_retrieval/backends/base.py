@@ -12,7 +12,7 @@ import dataclasses
 import json
 import os
 from pathlib import Path
-from typing import Any, Optional, Union
+from typing import Any, Iterable, Optional, Union
 
 import numpy as np
 
@@ -49,11 +49,24 @@ def file_mentions(path: Union[str, "os.PathLike[str]"], needle: bytes, limit: in
 
 
 class GlobalAggregator(abc.ABC):
-    """Builds a global descriptor from local descriptors with a codebook fitted on train images."""
+    """Builds a global descriptor from local descriptors with a codebook fitted on train images.
+
+    Implementations: :mod:`landmark_retrieval.backends.aggregators` (VLAD, BoW, Fisher vectors).
+    """
+
+    #: True when :meth:`fit_documents` must see every train image's descriptors after :meth:`fit`
+    #: (BoW: the idf needs per-image document frequencies)
+    needs_documents: bool = False
 
     @abc.abstractmethod
     def fit(self, descriptors: np.ndarray) -> np.ndarray:
         """Fit a codebook on local descriptors (M, D) float32; returns the codebook array."""
+
+    def fit_documents(self, codebook: np.ndarray, documents: Iterable[np.ndarray]) -> np.ndarray:
+        """Complete a fitted codebook with statistics over every train image (``documents``: one
+        (N_i, D) descriptor array per image, each once); returns the codebook to store. Only
+        called when :attr:`needs_documents`; the default returns ``codebook`` unchanged."""
+        return codebook
 
     @abc.abstractmethod
     def encode(self, descriptors: np.ndarray, codebook: np.ndarray) -> np.ndarray:

@@ -1,0 +1,167 @@
+"""The method comparison: every method of ``landmark_retrieval.compare.METHODS`` (global descriptor
+x local features x estimator x learned projection) through the whole pipeline, on real photos and
+on the demo, and the table in README.md.
+
+Datasets:
+
+* ``GLR photos``: the GLR2020-layout set built from ``../shared/data/groups.csv`` (63 train
+  images of 24 landmarks; 34 test images with a landmark, 38 distractors; skipped when absent);
+* ``demo``: the embedded demo dataset (``landmark_retrieval.demo``; synthetic views of 13
+  photographs, 40 test images of which 12 are distractors).
+
+Per method and dataset: GAP and mAP@100 global-only and verified, extraction ms per image
+(the extract step over database + test images, codebook/vocabulary/GMM fitting included, model
+loading excluded), descriptor bytes per image as stored (global + local). A method whose options
+or dependencies are missing is listed as skipped, with the reason. Methods are defined in ONE
+place, ``METHODS`` in ``src/landmark_retrieval/compare.py`` (a new method is one line there)::
+
+    python benchmarks/bench_methods.py                  # all methods, both datasets (~10 min on 2 cores)
+    python benchmarks/bench_methods.py --quick          # the quick methods on the demo (~1 min)
+    python benchmarks/bench_methods.py --methods vlad+sift colour
+    python benchmarks/bench_methods.py --readme-only    # rewrite README.md's table from results/methods.json
+    python benchmarks/bench_methods.py --check          # exit 1 when that table is stale
+    python benchmarks/run.py methods                    # the same through the suite
+
+It writes ``benchmarks/results/methods.json`` and the table between ``<!-- methods:start -->`` and
+``<!-- methods:end -->`` in README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence, Tuple
+
+from suite import README, REPO, machine_info, result_path, write_result
+
+START, END = "<!-- methods:start -->", "<!-- methods:end -->"
+GLR, DEMO = "GLR photos", "demo"
+
+
+def summary_rows(rows: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
+    """A few lines for the suite's benchmark table (the full table is README's method comparison)."""
+    ok = [r for r in rows if r["status"] == "ok"]
+    methods = list(dict.fromkeys(r["method"] for r in rows))
+    run = sorted({r["method"] for r in ok})
+    out = [("methods run", f"{len(run)} of the {len(methods)} chosen; the table is in [Comparing methods]"
+            "(#comparing-methods)")]
+    for dataset in dict.fromkeys(r["dataset"] for r in ok):
+        mine = [r for r in ok if r["dataset"] == dataset]
+        best = max(mine, key=lambda r: (r["verified_gap"] if r["verified_gap"] is not None else r["global_gap"] or 0))
+        best_global = max(mine, key=lambda r: r["global_gap"] or 0)
+        gap = best["verified_gap"] if best["verified_gap"] is not None else best["global_gap"]
+        out.append((f"{dataset}: best GAP; best global-only GAP",
+                    f"`{best['method']}` {gap:.4f}; `{best_global['method']}` {best_global['global_gap']:.4f}"))
+    return out
+
+
+def render(doc: Dict[str, Any]) -> str:
+    """README's method-comparison block from a ``methods.json`` document."""
+    from landmark_retrieval.compare import Row, format_table
+
+    figures = doc["figures"]
+    rows = [Row(**r) for r in figures["rows"]]
+    machine = doc.get("machine", {})
+    share = machine.get("other_processes_cpu_share")
+    busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
+            if share and share > 0.05 else "")
+    lines = [format_table(rows, figures["datasets"]), "",
+             f"*`{doc['command']}`{' (quick: demo only, fewer methods)' if doc.get('quick') else ''}, "
+             f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}. GAP and mAP@100: global-only → "
+             "verified (one value: global only). ms / image: the extract step per database + test image "
+             "(codebook / vocabulary / GMM fitting included, model loading excluded). bytes / image: global "
+             "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB).*"]
+    return "\n".join(lines)
+
+
+def read_block(text: str) -> str:
+    start, end = text.find(START), text.find(END)
+    if start < 0 or end < start:
+        raise ValueError(f"README.md has no {START} ... {END} block")
+    return text[start + len(START):end].strip("\n")
+
+
+def update_readme(check: bool = False, readme: Path = README, result: Optional[Path] = None) -> bool:
+    """Rewrite README.md's method block from ``results/methods.json``; True when already current
+    (or when there is no result yet). With ``check`` nothing is written."""
+    import json
+
+    path = result or result_path("methods")
+    if not path.is_file():
+        return True
+    block = render(json.loads(path.read_text(encoding="utf-8")))
+    text = readme.read_text(encoding="utf-8")
+    if read_block(text) == block:
+        return True
+    if not check:
+        start, end = text.find(START) + len(START), text.find(END)
+        readme.write_text(f"{text[:start]}\n{block}\n{text[end:]}", encoding="utf-8")
+    return False
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--quick", action="store_true", help="the quick methods on the demo only")
+    parser.add_argument("--methods", nargs="+", metavar="NAME", help="these methods (default: all, or the quick ones)")
+    parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data",
+                        help="folder with groups.csv (real photos); skipped when absent")
+    parser.add_argument("--keep", type=Path, help="work in this folder (kept, reused) instead of a temporary one")
+    parser.add_argument("--readme-only", action="store_true", help="run nothing; rewrite README.md's table")
+    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 when README.md's table is stale")
+    args = parser.parse_args(argv)
+    if args.readme_only or args.check:
+        current = update_readme(check=args.check)
+        print(f"README.md: method table {'is current' if current else ('is stale' if args.check else 'rewritten')}")
+        return 1 if args.check and not current else 0
+
+    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banners (projection training, models)
+    from landmark_retrieval import compare
+    from landmark_retrieval.dataset import Dataset, load_dataset
+    from landmark_retrieval.demo import build_demo_dataset
+    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.testing.groups import build_glr_from_groups
+
+    set_progress(False)
+    logging.getLogger("landmark_retrieval").setLevel(logging.ERROR)
+    names = args.methods or (list(compare.QUICK) if args.quick else list(compare.METHODS))
+    started = machine_info()
+    t0 = time.perf_counter()
+    with tempfile.TemporaryDirectory(prefix="bench_methods_") as tmp:
+        root = args.keep or Path(tmp)
+        root.mkdir(parents=True, exist_ok=True)
+        datasets: Dict[str, Dataset] = {}  # loaded once
+        if not args.quick and (args.photos / "groups.csv").is_file():
+            datasets[GLR] = load_dataset(build_glr_from_groups(args.photos, root / "data-glr"))
+        elif not args.quick:
+            print(f"no groups.csv in {args.photos}: the real-photo dataset is left out", file=sys.stderr)
+        datasets[DEMO] = load_dataset(build_demo_dataset(root / "data-demo"))
+        rows = []
+        for name in names:  # method by method: a progress line each
+            for row in compare.compare_methods([name], datasets, root / "runs"):
+                rows.append(row)
+                what = row.reason
+                if row.status == "ok":
+                    gap = f"{row.global_gap:.4f}" + ("" if row.verified_gap is None else f" -> {row.verified_gap:.4f}")
+                    what = f"GAP {gap}, {row.extract_ms:.0f} ms/img"
+                print(f"  {name:<24} {row.dataset:<11} {row.status:<8} {what} ({row.seconds:.0f} s)", flush=True)
+    figures = {"datasets": list(datasets), "methods": names, "rows": [r.to_dict() for r in rows],
+               "seconds": round(time.perf_counter() - t0, 1)}
+    setup = ("every method of `landmark_retrieval.compare.METHODS` through the whole pipeline on "
+             f"{' and '.join(datasets)}; the table is in [Comparing methods](#comparing-methods)")
+    write_result("methods", setup, summary_rows(figures["rows"]), figures, args.quick, started=started)
+    current = update_readme()
+    from run import BENCHMARKS  # the suite's table lists this result's summary rows too
+    from suite import update_readme as update_benchmark_table
+
+    update_benchmark_table(order=list(BENCHMARKS))
+    print(f"README.md: method table {'unchanged' if current else 'rewritten'} ({figures['seconds']:.0f} s in all)")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
