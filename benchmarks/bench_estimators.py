@@ -43,7 +43,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
-from suite import REPO, clean_runs, machine_info, set_patience, write_result  # noqa: E402
+from suite import REPO, clean_runs, machine_info, pair_ap, set_patience, write_result  # noqa: E402
 
 COMBOS = (("degensac", "homography"), ("degensac", "fundamental"), ("magsac", "homography"),
           ("magsac", "fundamental"))
@@ -124,16 +124,6 @@ def photo_pairs(photos: Path, quick: bool, seed: int = 0) -> Tuple[List[Path], L
         same = [same[k] for k in sorted(rng.choice(len(same), QUICK_MAX_TRUE_PAIRS, replace=False))]
     picked = rng.choice(len(other), min(len(same), len(other)), replace=False) if other else []
     return paths, same + [other[k] for k in sorted(picked)]
-
-
-def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
-    """Average precision of the positive pairs when all pairs are ranked by inliers (stable)."""
-    order = np.argsort(-np.asarray(inliers), kind="stable")
-    rel = np.asarray(positive, bool)[order]
-    if not rel.any():
-        return 0.0
-    hits = np.cumsum(rel)
-    return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
 
 
 def extract_all(local: str, paths: Sequence[Path]) -> Tuple[List[Any], Dict[str, float]]:

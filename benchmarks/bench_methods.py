@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from suite import README, REPO, machine_info, result_path, write_result
+from suite import README, REPO, machine_info, read_block, replace_block, result_path, write_result
 
 START, END = "<!-- methods:start -->", "<!-- methods:end -->"
 GLR, DEMO = "GLR photos", "demo"
@@ -78,13 +78,6 @@ def render(doc: Dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-def read_block(text: str) -> str:
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md has no {START} ... {END} block")
-    return text[start + len(START):end].strip("\n")
-
-
 def update_readme(check: bool = False, readme: Path = README, result: Optional[Path] = None) -> bool:
     """Rewrite README.md's method block from ``results/methods.json``; True when already current
     (or when there is no result yet). With ``check`` nothing is written."""
@@ -95,11 +88,10 @@ def update_readme(check: bool = False, readme: Path = README, result: Optional[P
         return True
     block = render(json.loads(path.read_text(encoding="utf-8")))
     text = readme.read_text(encoding="utf-8")
-    if read_block(text) == block:
+    if read_block(text, (START, END)) == block:
         return True
     if not check:
-        start, end = text.find(START) + len(START), text.find(END)
-        readme.write_text(f"{text[:start]}\n{block}\n{text[end:]}", encoding="utf-8")
+        readme.write_text(replace_block(text, block, (START, END)), encoding="utf-8")
     return False
 
 

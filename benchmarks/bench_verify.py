@@ -55,7 +55,7 @@ from pathlib import Path  # noqa: E402
 from typing import Any, Dict, List, Optional, Sequence, Tuple  # noqa: E402
 
 import numpy as np  # noqa: E402
-from suite import REPO, clean_runs, machine_info, median_time, set_patience, write_result  # noqa: E402
+from suite import REPO, clean_runs, machine_info, median_time, pair_ap, set_patience, write_result  # noqa: E402
 
 PRESETS = ("kaggle-baseline", "fast")
 #: the real-photo groups of --quick (2 landmarks: 14 train, 6 test images) and its distractors
@@ -244,16 +244,6 @@ def worker_start_s(work: Path, vc, repeats: int) -> float:
         pool.shutdown()
 
     return round(median_time(start, repeats)[0], 3)
-
-
-def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
-    """Average precision of the positive pairs when all pairs are ranked by inliers (stable)."""
-    order = np.argsort(-np.asarray(inliers), kind="stable")
-    rel = np.asarray(positive, bool)[order]
-    if not rel.any():
-        return 0.0
-    hits = np.cumsum(rel)
-    return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
 
 
 def rate(pairs: int, seconds: float) -> float:

@@ -268,19 +268,32 @@ def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] 
     return "\n".join(lines)
 
 
-def read_block(text: str) -> str:
-    """The README content between the benchmark markers (without them)."""
-    start, end = text.find(START), text.find(END)
+def read_block(text: str, markers: Tuple[str, str] = (START, END)) -> str:
+    """The README content between ``markers`` (the benchmark table's by default), without them."""
+    first, last = markers
+    start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise ValueError(f"README.md has no {START} ... {END} block")
-    return text[start + len(START):end].strip("\n")
+        raise ValueError(f"README.md has no {first} ... {last} block")
+    return text[start + len(first):end].strip("\n")
 
 
-def replace_block(text: str, content: str) -> str:
-    """``text`` with the content between the benchmark markers replaced (the rest untouched)."""
-    read_block(text)
-    start, end = text.find(START) + len(START), text.find(END)
+def replace_block(text: str, content: str, markers: Tuple[str, str] = (START, END)) -> str:
+    """``text`` with the content between ``markers`` replaced (the rest untouched)."""
+    read_block(text, markers)
+    start, end = text.find(markers[0]) + len(markers[0]), text.find(markers[1])
     return f"{text[:start]}\n{content}\n{text[end:]}"
+
+
+def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
+    """Average precision of the positive pairs when all pairs are ranked by inliers (stable)."""
+    import numpy as np
+
+    order = np.argsort(-np.asarray(inliers), kind="stable")
+    rel = np.asarray(positive, bool)[order]
+    if not rel.any():
+        return 0.0
+    hits = np.cumsum(rel)
+    return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
 
 
 def update_readme(order: Sequence[str] = (), check: bool = False, readme: Path = README,

@@ -18,23 +18,15 @@ density it finds.
 from __future__ import annotations
 
 import logging
-from typing import Any, Iterator, Tuple
+from typing import Any, Tuple
 
 import numpy as np
+
+from .search import row_blocks
 
 logger = logging.getLogger("landmark_retrieval")
 
 __all__ = ["inverted_search", "sparse_knn", "to_csr"]
-
-
-def _blocks(database: Any, rows: int) -> Iterator[np.ndarray]:
-    """float32 blocks of rows of an array or of a DiskMatrix (anything with ``blocks``)."""
-    if hasattr(database, "blocks"):
-        for _, block in database.blocks(rows):
-            yield np.asarray(block, np.float32)
-    else:
-        for s in range(0, len(database), rows):
-            yield np.asarray(database[s:s + rows], np.float32)
 
 
 def to_csr(database: Any, rows: int = 65536):
@@ -43,7 +35,7 @@ def to_csr(database: Any, rows: int = 65536):
     from scipy import sparse
 
     n, d = database.shape
-    parts = [sparse.csr_matrix(block) for block in _blocks(database, max(1, int(rows)))]
+    parts = [sparse.csr_matrix(block) for _, block in row_blocks(database, max(1, int(rows)))]
     if not parts:
         return sparse.csr_matrix((n, d), dtype=np.float32)
     out = sparse.vstack(parts, format="csr").astype(np.float32)

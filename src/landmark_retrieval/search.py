@@ -262,7 +262,8 @@ def _rows(database: Any, ids: np.ndarray) -> np.ndarray:
     return np.asarray(database[ids], np.float32)
 
 
-def _blocks(database: Any, rows: int) -> Iterator[Tuple[int, np.ndarray]]:
+def row_blocks(database: Any, rows: int) -> Iterator[Tuple[int, np.ndarray]]:
+    """``(start, block)``: consecutive float32 blocks of ``rows`` rows of an array or DiskMatrix."""
     if isinstance(database, DiskMatrix):
         yield from database.blocks(rows)
     else:
@@ -310,7 +311,7 @@ def _build_ivfpq(faiss: Any, database: Any, opts: Any, add_rows: int) -> Any:
     logger.info("Training IVF%d,PQ%dx%d on %d of %d database vectors", nlist, m, nbits, n_train, n)
     index.train(train)
     del train
-    for _, block in _blocks(database, add_rows):
+    for _, block in row_blocks(database, add_rows):
         index.add(block)
     return index
 
@@ -326,7 +327,7 @@ def _build_hnsw(faiss: Any, database: Any, opts: Any, add_rows: int) -> Any:
     logger.info("Building HNSW%d (efConstruction %d) on %d database vectors, one thread", opts.m,
                 opts.ef_construction, len(database))
     with _Threads(faiss, 1):  # parallel insertion makes the graph depend on thread timing
-        for _, block in _blocks(database, add_rows):
+        for _, block in row_blocks(database, add_rows):
             index.add(block)
     return index
 
