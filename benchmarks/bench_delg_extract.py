@@ -20,7 +20,7 @@ fetched) on the first images. Writes ``benchmarks/results/delg_extract.json``.
 
 Usage::
 
-    python benchmarks/bench_delg_extract.py [--quick] [--model resnet50|tiny] [--images 80] [--size 512]
+    python benchmarks/bench_delg_extract.py [--quick] [--model resnet50|tiny] [--images 40] [--size 512]
 """
 from __future__ import annotations
 
@@ -168,7 +168,7 @@ def main(argv=None) -> int:
     parser.add_argument("--quick", action="store_true", help="12 images of 256 px, one repeat")
     parser.add_argument("--model", choices=("resnet50", "tiny"), default="resnet50",
                         help="resnet50: the realistic-cost network (cached); tiny: the test network")
-    parser.add_argument("--images", type=int, help="number of images (default 80; --quick 12)")
+    parser.add_argument("--images", type=int, help="number of images (default 40; --quick 12)")
     parser.add_argument("--size", type=int, help="longest image side (default 512; --quick 256)")
     parser.add_argument("--style", choices=("tf1", "tf2"), default="tf1", help="SavedModel style")
     parser.add_argument("--workers", type=int, default=2, help="decoding threads (default 2)")
@@ -178,7 +178,7 @@ def main(argv=None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--out", help="JSON file (default benchmarks/results/delg_extract.json)")
     args = parser.parse_args(argv)
-    n_images = args.images or (12 if args.quick else 80)
+    n_images = args.images or (12 if args.quick else 40)
     size = args.size or (256 if args.quick else 512)
     repeats = args.repeats or (1 if args.quick else 3)
     n_split = min(n_images, args.split_images or (4 if args.quick else 16))

@@ -32,7 +32,7 @@ measured on the small images, so the projections understate it (more local featu
 Writes ``benchmarks/results/host_flow.json``.
 
     python benchmarks/bench_host_flow.py [--quick] [--test 300] [--train 1500] [--size 112]
-        [--host-queries 40] [--project-size 512]
+        [--host-queries 20] [--project-size 512]
 """
 from __future__ import annotations
 
@@ -396,7 +396,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--train", type=int, help="train images (default 1500; --quick 60)")
     parser.add_argument("--size", type=int, help="longest image side in px (default 112; --quick 96)")
     parser.add_argument("--host-queries", type=int,
-                        help="test images the host flow re-ranks, then scaled to all (default 40; --quick 2; "
+                        help="test images the host flow re-ranks, then scaled to all (default 20; --quick 2; "
                              "0 = all)")
     parser.add_argument("--project-size", type=int,
                         help="image side of the per-call model cost used for the projected figures (default 512; "
@@ -411,7 +411,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     size = args.size or (96 if args.quick else 112)
     project_size = args.project_size or (256 if args.quick else 512)
     n_cost = args.cost_images or (1 if args.quick else 4)
-    host_q = args.host_queries if args.host_queries is not None else (2 if args.quick else 40)
+    host_q = args.host_queries if args.host_queries is not None else (2 if args.quick else 20)
     host_q = n_test if host_q <= 0 else min(host_q, n_test)
     set_patience(10 if args.quick else 120)
     started = machine_info()

@@ -1,7 +1,9 @@
 """Verification: pairs/s with 1 and 2 workers, per-pair matching and DEGENSAC time, accuracy.
 
 Presets ``kaggle-baseline`` (the host baseline) and ``fast`` (putative matches filtered before
-DEGENSAC), on two sets of image pairs with 10 candidates per test image:
+DEGENSAC, among each image's 800 strongest features), and side by side ``fast`` matching all
+features (``verify.max_keypoints=none``: the ``fast`` preset before that option), on two sets
+of image pairs with 10 candidates per test image:
 
 * **real photos**: the GLR-style evaluation built from ``../shared/data/groups.csv`` (63 train,
   72 test images; ``--quick``: 2 landmarks and 3 distractors), RootSIFT with the 1000 strongest
@@ -58,6 +60,10 @@ import numpy as np  # noqa: E402
 from suite import REPO, clean_runs, machine_info, median_time, pair_ap, set_patience, write_result  # noqa: E402
 
 PRESETS = ("kaggle-baseline", "fast")
+#: measured side by side with the presets: ``fast`` matching all local features (before
+#: ``verify.max_keypoints``); per pair, 1 and 2 workers, accuracy
+FAST_ALL = "fast, all keypoints"
+FAST_ALL_SET = ["verify.max_keypoints=none"]
 #: the real-photo groups of --quick (2 landmarks: 14 train, 6 test images) and its distractors
 QUICK_GROUPS = ("sacre_coeur", "oxford_graf")
 QUICK_DISTRACTORS = 3
@@ -133,12 +139,26 @@ def pairs_of(work: Path, tasks: Sequence[Tuple[str, List[str]]]) -> List[Tuple[A
     return out
 
 
+def strongest_features(f, n: int):
+    """``f`` (:class:`Features`) reduced to its ``n`` strongest features, as verification reads them."""
+    from landmark_retrieval.features import Features
+    from landmark_retrieval.store import strongest
+
+    k = strongest(f.scores, n)
+    return Features(f.keypoints[k], f.descriptors[k], f.scores[k], f.scales[k], f.image_size)
+
+
 # --------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------
 def per_pair(pairs, vc, repeats: int) -> Dict[str, float]:
-    """Matching and DEGENSAC ms per pair (medians over repeats), putative matches per pair."""
+    """Matching and DEGENSAC ms per pair (medians over repeats), putative matches per pair;
+    with ``vc.max_keypoints``, of each image's strongest features (selected when read, untimed)."""
     from landmark_retrieval.verify import estimate_homography, match_descriptors
+
+    if vc.max_keypoints is not None:
+        pairs = [(strongest_features(a, vc.max_keypoints), strongest_features(b, vc.max_keypoints))
+                 for a, b in pairs]
 
     def one_pass() -> Tuple[float, float, List[int]]:
         tm = tr = 0.0
@@ -361,6 +381,14 @@ def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, 
         res["accuracy"] = {k: round(metrics[k], 4) for k in ("global_gap", "verified_gap", "global_map100",
                                                               "verified_map100")}
         out[preset] = res
+    res = out[FAST_ALL] = {"per_pair": per_pair(sample, get_config("fast", SIFT + FAST_ALL_SET).verify, repeats)}
+    for workers in (1, 2):
+        wconf = get_config("fast", SIFT + FAST_ALL_SET + [f"verify.num_workers={workers}"])
+        seconds, cpu, times, _ = wall_and_cpu(lambda wconf=wconf: verify(wconf, data, work, overwrite=True), repeats)
+        res[f"workers_{workers}"] = workers_figures(len(pairs), seconds, cpu, times)
+    predict(wconf, data, work)
+    metrics = evaluate_run(wconf, data, work)
+    res["accuracy"] = {k: round(metrics[k], 4) for k in ("verified_gap", "verified_map100")}
     out["worker_start_s"] = worker_start_s(work, base.verify, 1 if quick else repeats)
     out["import_cli_s"] = import_cli_s(repeats)
     return out
@@ -384,10 +412,11 @@ def bench_delg_like(tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
     sample = pairs[:40] if quick else pairs  # per-pair figures of --quick: a sample
     out["baseline_inliers_identical"] = baseline_inliers_identical(sample, get_config("kaggle-baseline").verify)
     out["read"] = read_costs(work, syn.tasks, repeats)
-    for preset in PRESETS:
-        vc = get_config(preset).verify
+    for preset in PRESETS + (FAST_ALL,):
+        vc = get_config("fast", FAST_ALL_SET).verify if preset == FAST_ALL else get_config(preset).verify
         res: Dict[str, Any] = {"per_pair": per_pair(sample, vc, repeats)}
-        res["matching_side_by_side"] = matching_side_by_side(pairs[:30 if quick else 300], vc, repeats)
+        if preset != FAST_ALL:
+            res["matching_side_by_side"] = matching_side_by_side(pairs[:30 if quick else 300], vc, repeats)
         results: List[Any] = []
         for workers in (1, 2):
             runs = [value for _, _, value in clean_runs(
@@ -415,7 +444,8 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
         kb, fa = f["kaggle-baseline"], f["fast"]
         n = f["pairs"]
         what = "`verify()` step" if key == "real_photos" else "work sharing (`_verify_tasks`)"
-        for name, r in (("kaggle-baseline", kb), ("fast", fa)):
+        variants = [("kaggle-baseline", kb), ("fast", fa)] + ([(FAST_ALL, f[FAST_ALL])] if FAST_ALL in f else [])
+        for name, r in variants:
             r1, r2 = r["workers_1"], r["workers_2"]
             w1, w2 = r1["pairs_per_s"], r2["pairs_per_s"]
             rows.append((f"{label}, {n} pairs, `{name}`: {what}, 1 → 2 workers; CPU per pair (all processes), "
@@ -428,7 +458,7 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
                 rows.append((f"{label}, `{name}`: `landmark-retrieval verify` command (new interpreter, 2 workers): "
                              "wall; CPU per pair", f"{c['seconds']:.2f} s, **{c['pairs_per_s']:.0f} pairs/s**; "
                                                    f"{c['cpu_ms_per_pair']:.2f} ms"))
-        for name, r in (("kaggle-baseline", kb), ("fast", fa)):
+        for name, r in variants:
             p = r["per_pair"]
             rows.append((f"{label}, `{name}`: per pair on one core (matching + DEGENSAC; putatives)",
                          f"{p['total_ms']:.2f} ms ({p['matching_ms']:.2f} + {p['ransac_ms']:.2f}; "
@@ -454,11 +484,18 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
             rows.append(("real photos: GAP / mAP@100, global only; `kaggle-baseline`; `fast`",
                          f"{a0['global_gap']:.4f} / {a0['global_map100']:.4f}; {a0['verified_gap']:.4f} / "
                          f"{a0['verified_map100']:.4f}; **{a1['verified_gap']:.4f} / {a1['verified_map100']:.4f}**"))
+            if FAST_ALL in f:
+                a2 = f[FAST_ALL]["accuracy"]
+                rows.append((f"real photos: GAP / mAP@100 verified, `{FAST_ALL}` (before `verify.max_keypoints`) → "
+                             "`fast`", f"{a2['verified_gap']:.4f} / {a2['verified_map100']:.4f} → "
+                                       f"{a1['verified_gap']:.4f} / {a1['verified_map100']:.4f}"))
             rows.append(("two worker processes ready (spawn, imports, feature stores); a new interpreter imports the "
                          "CLI module", f"{f['worker_start_s']:.2f} s; {f.get('import_cli_s', float('nan')):.2f} s"))
         else:
-            rows.append(("DELG-like: AP of same-landmark pairs ranked by inliers, `kaggle-baseline`; `fast`",
-                         f"{kb['accuracy']['pair_ap']:.4f}; {fa['accuracy']['pair_ap']:.4f}"))
+            rows.append(("DELG-like: AP of same-landmark pairs ranked by inliers, `kaggle-baseline`; `fast`"
+                         + (f"; `{FAST_ALL}`" if FAST_ALL in f else ""),
+                         f"{kb['accuracy']['pair_ap']:.4f}; {fa['accuracy']['pair_ap']:.4f}"
+                         + (f"; {f[FAST_ALL]['accuracy']['pair_ap']:.4f}" if FAST_ALL in f else "")))
         rows.append((f"{label}: `kaggle-baseline` inliers equal the straightforward implementation's",
                      "yes" if f["baseline_inliers_identical"] else "**NO**"))
     return rows

@@ -240,8 +240,26 @@ def describe_machine(machine: Mapping[str, Any]) -> str:
     return f"{machine.get('cpu')}, {machine.get('cores')} cores, Python {machine.get('python')}; {versions}"
 
 
-def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] = ()) -> str:
-    """The README block: machine line(s), one table of every benchmark's summary rows, setups."""
+def wall_times_line(results: Mapping[str, Mapping[str, Any]], names: Sequence[str], suite: Sequence[str]) -> str:
+    """``Wall time of each benchmark ...: `verify` 3.1 min, ...; the suite 27.5 min`` (from the
+    ``wall_s`` that ``run.py`` records), or "" when none is recorded."""
+    timed = [n for n in names if results[n].get("wall_s") is not None and not results[n].get("quick")]
+    if not timed:
+        return ""
+    parts = ", ".join(f"`{n}` {results[n]['wall_s'] / 60:.1f} min" for n in timed)
+    line = f"Wall time of each benchmark's last full run (its whole process, data generation included): {parts}."
+    in_suite = [n for n in suite if n in results]
+    if in_suite and all(n in timed for n in in_suite):
+        total = sum(results[n]["wall_s"] for n in in_suite)
+        listed = ", ".join(f"`{n}`" for n in in_suite)
+        line += f" The suite (`make benchmark`: {listed}) sums to **{total / 60:.1f} min**."
+    return line
+
+
+def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] = (),
+                 suite: Sequence[str] = ()) -> str:
+    """The README block: machine line(s), one table of every benchmark's summary rows, setups,
+    wall times."""
     names = [n for n in order if n in results] + sorted(n for n in results if n not in order)
     machines = {n: describe_machine(results[n].get("machine", {})) for n in names}
     lines = []
@@ -265,6 +283,9 @@ def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] 
         busy = (f" (**{contended} timings measured while other processes were busy**: other processes took "
                 f"{share or 0:.0%} of the CPU during the run)") if contended else ""
         lines.append(f"* `{n}` (`{results[n].get('command', '')}`): {results[n].get('setup', '')}{busy}")
+    wall = wall_times_line(results, names, suite)
+    if wall:
+        lines += ["", wall]
     return "\n".join(lines)
 
 
@@ -297,14 +318,14 @@ def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
 
 
 def update_readme(order: Sequence[str] = (), check: bool = False, readme: Path = README,
-                  results_dir: Path = RESULTS) -> bool:
+                  results_dir: Path = RESULTS, suite: Sequence[str] = ()) -> bool:
     """Rewrite README.md's benchmark block from ``results/*.json``.
 
     Returns:
         True when the block was already current; with ``check``, nothing is written.
     """
     text = readme.read_text(encoding="utf-8")
-    block = render_table(load_results(results_dir), order)
+    block = render_table(load_results(results_dir), order, suite)
     if read_block(text) == block:
         return True
     if not check:

@@ -53,13 +53,41 @@ def test_result_files_and_readme_table(suite, tmp_path, monkeypatch):
         suite.read_block("no markers")
 
 
+def test_wall_times_are_summed_for_the_suite(suite, tmp_path, monkeypatch):
+    """run.py records each benchmark's wall time in its result; the table lists them and sums the
+    suite's once every suite benchmark has one (quick runs are not listed)."""
+    monkeypatch.setattr(sys, "argv", ["benchmarks/bench_a.py"])
+    for name, quick in (("a", False), ("b", False), ("c", True)):
+        suite.write_result(name, "setup", [("m", "r")], {}, quick=quick, out=tmp_path / f"{name}.json")
+    results = suite.load_results(tmp_path)
+    assert suite.wall_times_line(results, ["a", "b", "c"], ["a", "b"]) == ""
+    results["a"]["wall_s"], results["b"]["wall_s"], results["c"]["wall_s"] = 90.0, 60.0, 30.0
+    line = suite.wall_times_line(results, ["a", "b", "c"], ["a", "b"])
+    assert "`a` 1.5 min, `b` 1.0 min." in line and "`c`" not in line.split(" The suite")[0]
+    assert line.endswith("The suite (`make benchmark`: `a`, `b`) sums to **2.5 min**.")
+    del results["b"]["wall_s"]
+    assert "sums to" not in suite.wall_times_line(results, ["a", "b"], ["a", "b"])
+    assert suite.wall_times_line(results, ["a"], ["a"]) in suite.render_table(results, ["a"], ["a"])
+
+
+def test_run_records_wall_time_in_the_result(benchmarks, tmp_path, monkeypatch):
+    suite, run = benchmarks
+    monkeypatch.setattr(run, "result_path", lambda name: tmp_path / f"{name}.json")
+    (tmp_path / "x.json").write_text(json.dumps({"name": "x", "summary": []}))
+    run.record_wall_time("x", 12.345)
+    assert json.loads((tmp_path / "x.json").read_text()) == {"name": "x", "summary": [], "wall_s": 12.3}
+    run.record_wall_time("missing", 1.0)  # a failed benchmark wrote nothing: nothing to record
+    assert not (tmp_path / "missing.json").exists()
+    assert run.SUITE and not {"projection", "methods", "estimators"} & set(run.SUITE)
+
+
 def test_readme_benchmark_table_is_generated_from_the_results(benchmarks):
     """README.md's benchmark block is what ``python benchmarks/run.py --readme-only`` writes
     from ``benchmarks/results/*.json``."""
     suite, run = benchmarks
     assert set(suite.load_results()) <= set(run.BENCHMARKS)
     block = suite.read_block((REPO / "README.md").read_text(encoding="utf-8"))
-    assert block == suite.render_table(suite.load_results(), list(run.BENCHMARKS)), \
+    assert block == suite.render_table(suite.load_results(), list(run.BENCHMARKS), run.SUITE), \
         "README.md's benchmark table is stale: run `python benchmarks/run.py --readme-only`"
 
 

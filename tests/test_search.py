@@ -224,3 +224,28 @@ def test_run_with_hnsw_gives_a_valid_submission(small_dataset, tmp_path):
     sub = read_submission(out)
     assert list(sub) == load_dataset(small_dataset).test_ids and all(v is not None for v in sub.values())
     assert search_index_path(work, "train", "hnsw").is_file()
+
+
+@pytest.mark.parametrize("dtype", [np.float32, np.float16])
+@pytest.mark.parametrize("rows", [1, 3, 4, 10, 11])
+def test_blocks_reusing_buffers_give_the_same_rows(rng, tmp_path, dtype, rows):
+    """DiskMatrix.blocks(reuse=True) reads into two buffers allocated once: each block, while the
+    next one is read, holds the same rows as a freshly allocated read (last block: shorter)."""
+    from landmark_retrieval.search import DiskMatrix, write_matrix
+
+    x = rng.standard_normal((10, 3)).astype(np.float32)
+    m = write_matrix(tmp_path / "m.npy", 10, 3, iter([x[:6], x[6:]]))
+    expected = [(s, b.copy()) for s, b in m.blocks(rows, dtype)]
+    seen, buffers = [], set()
+    for start, block in m.blocks(rows, dtype, reuse=True):
+        assert block.dtype == dtype and block.flags.c_contiguous
+        buffers.add(block.__array_interface__["data"][0])
+        seen.append((start, block.copy()))
+    assert [s for s, _ in seen] == [s for s, _ in expected] == list(range(0, 10, rows))
+    for (_, a), (_, b) in zip(seen, expected):
+        assert np.array_equal(a, b)
+    assert np.array_equal(np.concatenate([b for _, b in seen]).astype(np.float32),
+                          x.astype(np.float16).astype(np.float32))
+    assert len(buffers) == min(2, len(expected))  # two buffers, taken in turn
+    assert [len(b) for _, b in DiskMatrix(tmp_path / "m.npy").blocks(rows, dtype, reuse=True)] == \
+        [len(b) for _, b in expected]

@@ -215,7 +215,8 @@ def test_kaggle_baseline_inliers_unchanged_on_real_pairs(real_features):
 
 def test_fast_preset_filters_putatives_and_keeps_true_matches(real_features):
     base, fast = get_config("kaggle-baseline"), get_config("fast")
-    assert (fast.verify.mutual, fast.verify.ratio_test, fast.verify.max_matches) == (True, 0.85, 200)
+    assert (fast.verify.mutual, fast.verify.ratio_test, fast.verify.max_matches, fast.verify.max_keypoints) == \
+        (True, 0.85, 200, 800)
     for name in ("max_descriptor_distance", "max_reprojection_error", "confidence", "max_iterations", "min_matches"):
         assert getattr(fast.verify, name) == getattr(base.verify, name)
     assert fast.extract == base.extract and fast.predict == base.predict

@@ -166,3 +166,61 @@ def test_results_of_an_older_version_are_not_verified_again(work, tmp_path, monk
     V.verify(get_config("kaggle-baseline", ["verify.num_workers=1", "verify.max_matches=20"]), None, root)
     assert "Verifying again: max_matches: None -> 20" in caplog.text
     assert Path(out).read_bytes() != csv_before  # fewer putative matches
+
+
+def test_max_keypoints_matches_the_strongest_features_only(work):
+    """verify.max_keypoints: each image's strongest N features (by detector score, in stored
+    order) are read and matched: the same inliers as verifying features truncated by hand."""
+    from landmark_retrieval.features import Features
+    from landmark_retrieval.store import strongest
+
+    root, syn = work
+    capped = VerifyConfig(ratio_test=0.85, mutual=True, max_matches=200, max_keypoints=60)
+
+    def top(f: Features) -> Features:
+        keep = strongest(f.scores, 60)
+        return Features(f.keypoints[keep], f.descriptors[keep], f.scores[keep], f.scales[keep], f.image_size)
+
+    expected = [(q, cands, [(len(r.matches), r.num_inliers) for r in
+                            (V.verify_pair(top(syn.test[q]), top(syn.train[c]), FAST) for c in cands)])
+                for q, cands in syn.tasks]
+    full = run_tasks(root, syn.tasks, 1)
+    assert run_tasks(root, syn.tasks, 1, capped) == expected
+    assert run_tasks(root, syn.tasks, 2, capped) == expected
+    assert expected != full  # the cap really changes what is matched
+    assert max(m for _, _, res in expected for m, _ in res) <= 60
+
+
+def test_strongest_keeps_the_highest_scores_in_row_order():
+    from landmark_retrieval.store import strongest
+
+    scores = np.array([1.0, 3.0, 3.0, 2.0, 0.5], np.float32)
+    assert strongest(scores, 2).tolist() == [1, 2]
+    assert strongest(scores, 3).tolist() == [1, 2, 3]
+    assert strongest(np.array([5.0, 7.0, 5.0, 5.0]), 2).tolist() == [0, 1]  # tie: the earlier row
+    assert strongest(scores, 10).tolist() == [0, 1, 2, 3, 4]
+    assert strongest(np.zeros(0, np.float32), 3).shape == (0,) and strongest(scores, 0).shape == (0,)
+
+
+def test_max_keypoints_must_be_positive():
+    with pytest.raises(ValueError, match=r"verify\.max_keypoints: expected a positive integer or none, got 0"):
+        get_config("fast", ["verify.max_keypoints=0"])
+    assert get_config("fast", ["verify.max_keypoints=none"]).verify.max_keypoints is None
+
+
+def test_verify_pair_applies_max_keypoints_and_maps_indices_back(work):
+    from landmark_retrieval.features import Features
+    from landmark_retrieval.store import strongest
+
+    _, syn = work
+    q, cands = syn.tasks[0]
+    f0, f1 = syn.test[q], syn.train[cands[0]]
+    capped = VerifyConfig(ratio_test=0.85, mutual=True, max_keypoints=60)
+    k0, k1 = strongest(f0.scores, 60), strongest(f1.scores, 60)
+    by_hand = V.verify_pair(Features(f0.keypoints[k0], f0.descriptors[k0], f0.scores[k0], f0.scales[k0],
+                                     f0.image_size),
+                            Features(f1.keypoints[k1], f1.descriptors[k1], f1.scores[k1], f1.scales[k1],
+                                     f1.image_size), FAST)
+    res = V.verify_pair(f0, f1, capped)
+    assert len(res.matches) == len(by_hand.matches) > 0 and res.num_inliers == by_hand.num_inliers
+    assert np.array_equal(res.matches, np.stack([k0[by_hand.matches[:, 0]], k1[by_hand.matches[:, 1]]], axis=1))

@@ -76,28 +76,55 @@ class DiskMatrix:
 
     def read(self, start: int, stop: int, dtype: type = np.float32) -> np.ndarray:
         """Rows ``start:stop`` as a (rows, D) array of ``dtype``."""
+        raw = self._read_raw(start, stop)
+        return raw if dtype == np.float16 else raw.astype(dtype)
+
+    def _read_raw(self, start: int, stop: int, out: Optional[np.ndarray] = None) -> np.ndarray:
+        """Rows ``start:stop`` as float16, read into ``out`` (a float16 array of at least that
+        many rows, whose first rows are returned) when given."""
         start, stop = max(0, start), min(len(self), stop)
-        raw = np.empty((max(0, stop - start), self.shape[1]), np.float16)
+        rows = max(0, stop - start)
+        raw = np.empty((rows, self.shape[1]), np.float16) if out is None else out[:rows]
         if raw.size:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset + start * self.shape[1] * 2)
                 if fh.readinto(memoryview(raw).cast("B")) != raw.nbytes:
                     raise OSError(f"{self.path} is truncated: delete it to build it again")
-        return raw if dtype == np.float16 else raw.astype(dtype)
+        return raw
 
-    def blocks(self, rows: int, dtype: type = np.float32) -> Iterator[Tuple[int, np.ndarray]]:
+    def blocks(self, rows: int, dtype: type = np.float32,
+               reuse: bool = False) -> Iterator[Tuple[int, np.ndarray]]:
         """``(start, block)`` for consecutive blocks of ``rows`` rows; the next block is read
-        (and converted) in a background thread while the caller works on the current one."""
+        (and converted) in a background thread while the caller works on the current one.
+
+        With ``reuse``, blocks are read into two buffers allocated once (and one float16 read
+        buffer), so a block is valid only until the next one is asked for: no fresh gigabyte of
+        pages to fault in per block, and memory stays at ~2 blocks + 1 float16 block."""
         rows = max(1, int(rows))
         starts = list(range(0, len(self), rows))
         if not starts:
             return
+        if reuse:
+            shape = (min(rows, len(self)), self.shape[1])
+            buffers = [np.empty(shape, dtype) for _ in range(min(2, len(starts)))]
+            raw = buffers[0] if dtype == np.float16 else np.empty(shape, np.float16)
+
+            def load(n: int) -> np.ndarray:
+                out = buffers[n % len(buffers)]
+                if dtype == np.float16:
+                    return self._read_raw(starts[n], starts[n] + rows, out)
+                block = self._read_raw(starts[n], starts[n] + rows, raw)
+                np.copyto(out[:len(block)], block)
+                return out[:len(block)]
+        else:
+            def load(n: int) -> np.ndarray:
+                return self.read(starts[n], starts[n] + rows, dtype)
         with ThreadPoolExecutor(1) as pool:
-            future = pool.submit(self.read, 0, rows, dtype)
+            future = pool.submit(load, 0)
             for n, start in enumerate(starts):
                 block = future.result()
                 if n + 1 < len(starts):
-                    future = pool.submit(self.read, starts[n + 1], starts[n + 1] + rows, dtype)
+                    future = pool.submit(load, n + 1)
                 yield start, block
                 del block
 
@@ -204,7 +231,7 @@ def knn_streamed(queries: np.ndarray, matrix: DiskMatrix, k: int, block_size: in
     best_v = np.zeros((nq, 0), np.float32)
     best_i = np.zeros((nq, 0), np.int64)
     total = -(-n // max(1, stream_block))
-    for t, block in progress(matrix.blocks(stream_block), desc="retrieve", unit="block", total=total,
+    for t, block in progress(matrix.blocks(stream_block, reuse=True), desc="retrieve", unit="block", total=total,
                              disable=not show_progress):
         kb = min(k, len(block))
         for s in range(0, nq, block_size):

@@ -424,6 +424,20 @@ def set_aside(path: Path, reason: str) -> Path:
     return target
 
 
+def strongest(scores: np.ndarray, n: int) -> np.ndarray:
+    """Rows of the ``n`` highest ``scores`` (ties: the earlier row), in ascending row order.
+
+    Args:
+        scores: (N,) detector scores; n: how many to keep (>= 0).
+
+    Returns:
+        (min(n, N),) int64 row indices, ascending.
+    """
+    scores = np.asarray(scores).reshape(-1)
+    n = max(0, min(int(n), len(scores)))
+    return np.sort(np.argsort(-scores.astype(np.float64), kind="stable")[:n])
+
+
 class FeatureStore:
     """Read access to a store directory written by :class:`ShardWriter`.
 
@@ -511,15 +525,26 @@ class FeatureStore:
             image_size=tuple(int(v) for v in grp.attrs["image_size"]),
         )
 
-    def local_points(self, image_id: str) -> Tuple[np.ndarray, np.ndarray]:
+    def local_points(self, image_id: str, max_keypoints: Optional[int] = None) -> Tuple[np.ndarray, np.ndarray]:
         """``(keypoints, descriptors)`` of one image as :meth:`local` reads them: what matching
-        needs, in about half the time (scores, scales and the image size are not read)."""
+        needs, in about half the time (scales and the image size are not read; scores only with
+        ``max_keypoints``).
+
+        Args:
+            max_keypoints: keep only this many, the highest detector scores (ties: the earlier
+                row), in their stored order; None = all.
+        """
         path = self._local.get(image_id)
         if path is None:
             raise KeyError(f"No local features for image {image_id!r} in {self.directory}. "
                            "Run the extract step for this dataset first (or check the --work directory).")
         grp = self._open(path)[f"local/{image_id}"]
-        return grp["keypoints"][()].astype(np.float32, copy=False), read_descriptors(grp["descriptors"])
+        keypoints = grp["keypoints"][()].astype(np.float32, copy=False)
+        descriptors = read_descriptors(grp["descriptors"])
+        if max_keypoints is not None and len(keypoints) > max_keypoints:
+            keep = strongest(grp["scores"][()], max_keypoints)
+            keypoints, descriptors = keypoints[keep], descriptors[keep]
+        return keypoints, descriptors
 
     def iter_local_descriptors(self, ids: Optional[Sequence[str]] = None):
         """Yield ``(image_id, descriptors (N, D) float32)`` (binary descriptors: (N, D) uint8)."""

@@ -31,7 +31,7 @@ import threading
 import time
 from collections import OrderedDict
 from contextlib import contextmanager
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -58,7 +58,7 @@ from .layout import (
     write_stamp,
 )
 from .progress import progress
-from .store import FeatureStore, write_error, write_text_atomic
+from .store import FeatureStore, strongest, write_error, write_text_atomic
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -282,13 +282,34 @@ def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairR
     ``ratio_test``, ``mutual``, ``max_matches``); fewer than ``conf.min_matches`` give 0 inliers
     without running the estimator. The model is ``conf.geometry`` fitted by ``conf.estimator``
     (:func:`landmark_retrieval.geometry.estimate_geometry`; default: a DEGENSAC homography).
+    With ``conf.max_keypoints``, only each image's strongest that many features are matched
+    (:func:`landmark_retrieval.store.strongest`); ``matches`` index the features as given.
     """
+    if conf.max_keypoints is not None:
+        return _verify_strongest(feats0, feats1, conf)
     matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
                                 conf.ratio_test, conf.mutual, conf.max_matches, conf.max_hamming_distance)
     model, mask = estimate_geometry(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
     if conf.geometry == "fundamental":
         return PairResult(matches, mask, None, model)
     return PairResult(matches, mask, model)
+
+
+def _verify_strongest(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
+    """:func:`verify_pair` on each image's ``conf.max_keypoints`` strongest features (features
+    without scores, as the workers read them, are already capped); indices mapped back."""
+    keep = []
+    for f in (feats0, feats1):
+        scores = getattr(f, "scores", None)
+        n = len(f.keypoints)
+        keep.append(strongest(scores, conf.max_keypoints) if scores is not None and n > conf.max_keypoints
+                    else np.arange(n))
+    sub = [Features(f.keypoints[k], f.descriptors[k], f.scores[k], f.scales[k], f.image_size)
+           if len(k) < len(f.keypoints) else f for f, k in zip((feats0, feats1), keep)]
+    res = verify_pair(sub[0], sub[1], replace(conf, max_keypoints=None))
+    res.matches = np.stack([keep[0][res.matches[:, 0]], keep[1][res.matches[:, 1]]], axis=1) \
+        if len(res.matches) else res.matches
+    return res
 
 
 # --------------------------------------------------------------------------------------------
@@ -319,7 +340,8 @@ class _Verifier:
         if image_id in self.cache:
             self.cache.move_to_end(image_id)
             return self.cache[image_id]
-        feats = _Points(*self.train.local_points(image_id)) if self.train.has_local(image_id) else None
+        feats = _Points(*self.train.local_points(image_id, self.conf.max_keypoints)) \
+            if self.train.has_local(image_id) else None
         self.cache[image_id] = feats
         if len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
@@ -329,7 +351,8 @@ class _Verifier:
         """Verify one test image against its candidates: ``(query_id, candidates, [(num_matches,
         inliers), ...])``; the query's features are read once for all its candidates."""
         query_id, candidates = task
-        q = _Points(*self.test.local_points(query_id)) if self.test.has_local(query_id) else None
+        q = _Points(*self.test.local_points(query_id, self.conf.max_keypoints)) \
+            if self.test.has_local(query_id) else None
         results = []
         for db_id in candidates:
             t = self._train_features(db_id) if q is not None else None
@@ -600,7 +623,7 @@ def _stop_pool(pool: cf.ProcessPoolExecutor) -> None:
 #: verify options added after results were first stamped (see :func:`verification_settings`);
 #: the default of each reproduces the results verified before it existed: a stamp without it
 #: counts as that default (``layout.stamp_changes(absent=...)``), so an upgrade re-verifies nothing
-LATER_OPTIONS = ("max_matches", "max_hamming_distance", "estimator", "geometry")
+LATER_OPTIONS = ("max_matches", "max_hamming_distance", "estimator", "geometry", "max_keypoints")
 
 
 def verification_settings(conf: VerifyConfig, work: Path) -> dict:
