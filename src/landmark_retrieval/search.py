@@ -95,36 +95,36 @@ class DiskMatrix:
     def blocks(self, rows: int, dtype: type = np.float32,
                reuse: bool = False) -> Iterator[Tuple[int, np.ndarray]]:
         """``(start, block)`` for consecutive blocks of ``rows`` rows; the next block is read
-        (and converted) in a background thread while the caller works on the current one.
+        in a background thread while the caller works on the current one.
 
-        With ``reuse``, blocks are read into two buffers allocated once (and one float16 read
-        buffer), so a block is valid only until the next one is asked for: no fresh gigabyte of
-        pages to fault in per block, and memory stays at ~2 blocks + 1 float16 block."""
+        With ``reuse``, the file is read into two float16 buffers allocated once, in turn, and a
+        block is converted to ``dtype`` in the calling thread into one buffer allocated once: no
+        fresh gigabyte of pages to fault in per block, memory ~2 float16 + 1 ``dtype`` block, and
+        the conversion does not compete with a multi-threaded search of the previous block. A
+        block is then valid only until the next one is asked for."""
         rows = max(1, int(rows))
         starts = list(range(0, len(self), rows))
         if not starts:
             return
-        if reuse:
-            shape = (min(rows, len(self)), self.shape[1])
-            buffers = [np.empty(shape, dtype) for _ in range(min(2, len(starts)))]
-            raw = buffers[0] if dtype == np.float16 else np.empty(shape, np.float16)
-
-            def load(n: int) -> np.ndarray:
-                out = buffers[n % len(buffers)]
-                if dtype == np.float16:
-                    return self._read_raw(starts[n], starts[n] + rows, out)
-                block = self._read_raw(starts[n], starts[n] + rows, raw)
-                np.copyto(out[:len(block)], block)
-                return out[:len(block)]
-        else:
+        if not reuse:
             def load(n: int) -> np.ndarray:
                 return self.read(starts[n], starts[n] + rows, dtype)
+        else:
+            shape = (min(rows, len(self)), self.shape[1])
+            raws = [np.empty(shape, np.float16) for _ in range(min(2, len(starts)))]
+            out = None if dtype == np.float16 else np.empty(shape, dtype)
+
+            def load(n: int) -> np.ndarray:
+                return self._read_raw(starts[n], starts[n] + rows, raws[n % len(raws)])
         with ThreadPoolExecutor(1) as pool:
             future = pool.submit(load, 0)
             for n, start in enumerate(starts):
                 block = future.result()
                 if n + 1 < len(starts):
                     future = pool.submit(load, n + 1)
+                if reuse and out is not None:
+                    np.copyto(out[:len(block)], block)
+                    block = out[:len(block)]
                 yield start, block
                 del block
 
@@ -208,8 +208,10 @@ def knn_streamed(queries: np.ndarray, matrix: DiskMatrix, k: int, block_size: in
                  show_progress: bool = False) -> Tuple[np.ndarray, np.ndarray]:
     """Exact top-k of every query in a database on disk, read once in blocks of ``stream_block``
     rows (the next one read while the current one is searched); each block is searched for all
-    queries (``block_size`` at a time, as :func:`landmark_retrieval.retrieve.knn` does) and merged
-    into the running top-k. Memory: about three float32 blocks of ``stream_block x D``.
+    queries and merged into the running top-k: with faiss, ``max(block_size, 16384)`` queries
+    per call (faiss tiles the product itself), with numpy ``block_size`` at a time (a
+    ``block_size x stream_block`` similarity block). Memory: about two float32 blocks of
+    ``stream_block x D`` (two float16 read buffers and one converted block).
 
     Args:
         queries: (Q, D) float32, finite (checked by the caller); matrix: (N, D) float16 on disk.
@@ -231,6 +233,8 @@ def knn_streamed(queries: np.ndarray, matrix: DiskMatrix, k: int, block_size: in
     best_v = np.zeros((nq, 0), np.float32)
     best_i = np.zeros((nq, 0), np.int64)
     total = -(-n // max(1, stream_block))
+    if faiss is not None:
+        block_size = max(block_size, 16384)
     for t, block in progress(matrix.blocks(stream_block, reuse=True), desc="retrieve", unit="block", total=total,
                              disable=not show_progress):
         kb = min(k, len(block))
