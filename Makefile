@@ -54,7 +54,8 @@ notebook: $(NOTEBOOKS)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(JUPYTER_ROOT) $(JUPYTER_ARGS)
 
 # The benchmark suite: results in benchmarks/results/*.json, the table in README.md regenerated
-# from them. BENCHMARK_ARGS=--quick for a run of seconds per benchmark, or names: "verify retrieve".
+# from them (the performance suite: under 30 min on 2 cores). BENCHMARK_ARGS=--quick for a run of
+# seconds per benchmark, --all to add the method studies, or names: "verify projection".
 BENCHMARK_ARGS ?=
 benchmark: $(DEV)
 	$(BIN)/python benchmarks/run.py $(BENCHMARK_ARGS)

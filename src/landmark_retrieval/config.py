@@ -471,7 +471,7 @@ PRESETS: Dict[str, Preset] = {
     "fast": Preset(
         "kaggle-baseline with the putative matches filtered before DEGENSAC (mutual nearest "
         "neighbours, ratio test 0.85, at most 200) among each image's 800 strongest local features: "
-        "verification ~2.5x faster",
+        "verification ~2x faster",
         {
             "extract": {"backend": "delg", "train_local": "candidates"},
             "verify": {"mutual": True, "ratio_test": 0.85, "max_matches": 200, "max_keypoints": 800},
