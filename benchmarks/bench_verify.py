@@ -139,26 +139,17 @@ def pairs_of(work: Path, tasks: Sequence[Tuple[str, List[str]]]) -> List[Tuple[A
     return out
 
 
-def strongest_features(f, n: int):
-    """``f`` (:class:`Features`) reduced to its ``n`` strongest features, as verification reads them."""
-    from landmark_retrieval.features import Features
-    from landmark_retrieval.store import strongest
-
-    k = strongest(f.scores, n)
-    return Features(f.keypoints[k], f.descriptors[k], f.scores[k], f.scales[k], f.image_size)
-
-
 # --------------------------------------------------------------------------------------------
 # Measurements
 # --------------------------------------------------------------------------------------------
 def per_pair(pairs, vc, repeats: int) -> Dict[str, float]:
     """Matching and DEGENSAC ms per pair (medians over repeats), putative matches per pair;
     with ``vc.max_keypoints``, of each image's strongest features (selected when read, untimed)."""
+    from landmark_retrieval.store import strongest
     from landmark_retrieval.verify import estimate_homography, match_descriptors
 
     if vc.max_keypoints is not None:
-        pairs = [(strongest_features(a, vc.max_keypoints), strongest_features(b, vc.max_keypoints))
-                 for a, b in pairs]
+        pairs = [tuple(f.rows(strongest(f.scores, vc.max_keypoints)) for f in pair) for pair in pairs]
 
     def one_pass() -> Tuple[float, float, List[int]]:
         tm = tr = 0.0

@@ -7,16 +7,12 @@ from landmark_retrieval.config import get_config
 from landmark_retrieval.images import read_image
 from landmark_retrieval.pipeline import run
 from landmark_retrieval.testing.groups import build_glr_from_groups
+from landmark_retrieval.testing.two_view import grid_error, project
 from landmark_retrieval.verify import verify_pair
 
 # viewpoint/zoom changes that plain SIFT cannot match (graf 1->5, 1->6; boat 1->6)
 TOO_HARD = {("graf", 5), ("graf", 6), ("boat", 6)}
 PAIRS = [(s, n) for s in ("graf", "boat", "bikes", "leuven") for n in range(2, 7) if (s, n) not in TOO_HARD]
-
-
-def _project(H, p):
-    q = np.c_[p, np.ones(len(p))] @ H.T
-    return q[:, :2] / q[:, 2:]
 
 
 @pytest.fixture(scope="module")
@@ -32,13 +28,11 @@ def test_verify_recovers_oxford_homographies(shared_data, sift, seq, n):
     truth = np.loadtxt(folder / f"H1to{n}p")
     res = verify_pair(f1, fn, get_config("kaggle-baseline").verify)
     assert res.homography is not None and res.num_inliers >= 100
-    w, h = f1.image_size
-    grid = np.stack(np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10)), -1).reshape(-1, 2)
-    err = np.linalg.norm(_project(res.homography, grid) - _project(truth, grid), axis=1)
+    err = grid_error(res.homography, truth, f1.image_size)
     assert err.mean() < 3.0, f"{seq} 1->{n}: mean grid error {err.mean():.2f} px"
     # the inliers are consistent with the ground truth
     kp1, kpn = f1.keypoints[res.matches[res.inlier_mask, 0]], fn.keypoints[res.matches[res.inlier_mask, 1]]
-    assert np.median(np.linalg.norm(_project(truth, kp1) - kpn, axis=1)) < 2.0
+    assert np.median(np.linalg.norm(project(truth, kp1) - kpn, axis=1)) < 2.0
 
 
 @pytest.mark.slow

@@ -6,6 +6,7 @@ import pytest
 from landmark_retrieval.backends.base import Features
 from landmark_retrieval.config import VerifyConfig, get_config
 from landmark_retrieval.testing.reference import reference_matches
+from landmark_retrieval.testing.two_view import project
 from landmark_retrieval.verify import estimate_homography, match_descriptors, verify_pair
 
 E = np.eye(4, dtype=np.float32)
@@ -43,22 +44,17 @@ def test_match_descriptors_empty(n0, n1):
     assert m.shape == (0, 2)
 
 
-def _project(H, pts):
-    p = np.c_[pts, np.ones(len(pts))] @ H.T
-    return p[:, :2] / p[:, 2:]
-
-
 def test_homography_recovers_inliers_and_model(rng):
     H = np.array([[0.9, 0.1, 20.0], [-0.05, 1.1, -10.0], [1e-4, 5e-5, 1.0]])
     a = rng.uniform(0, 640, (300, 2))
-    b = _project(H, a)
+    b = project(H, a)
     outliers = rng.choice(300, 90, replace=False)
     b[outliers] = rng.uniform(0, 640, (90, 2))
     est, mask = estimate_homography(a, b, VerifyConfig(max_reprojection_error=2.0, max_iterations=2000))
     truth = np.ones(300, bool)
     truth[outliers] = False
     assert (mask == truth).mean() > 0.98
-    assert np.abs(_project(est, a[truth]) - b[truth]).max() < 1.0
+    assert np.abs(project(est, a[truth]) - b[truth]).max() < 1.0
     # seeded: the same input gives the same answer
     est2, mask2 = estimate_homography(a, b, VerifyConfig(max_reprojection_error=2.0, max_iterations=2000))
     assert np.array_equal(mask, mask2)
@@ -87,7 +83,7 @@ def test_verify_pair_on_synthetic_features(rng):
     H = np.array([[1.0, 0.0, 15.0], [0.0, 1.0, -7.0], [0.0, 0.0, 1.0]])
     f0 = Features(kp, desc, np.ones(200, np.float32), np.ones(200, np.float32), (500, 500))
     perm = rng.permutation(200)
-    f1 = Features(_project(H, kp)[perm].astype(np.float32), desc[perm], np.ones(200, np.float32),
+    f1 = Features(project(H, kp)[perm].astype(np.float32), desc[perm], np.ones(200, np.float32),
                   np.ones(200, np.float32), (500, 500))
     res = verify_pair(f0, f1, get_config("kaggle-baseline").verify)
     assert len(res.matches) == 200 and res.num_inliers == 200

@@ -50,6 +50,12 @@ class Features:
     def __len__(self) -> int:
         return int(self.keypoints.shape[0])
 
+    def rows(self, index: np.ndarray) -> "Features":
+        """These features restricted to the local features ``index`` (an int array of rows, in
+        the order given); the image size and global descriptor are kept."""
+        return Features(self.keypoints[index], self.descriptors[index], self.scores[index], self.scales[index],
+                        self.image_size, self.global_descriptor)
+
 
 def is_binary(descriptors: np.ndarray) -> bool:
     """Whether local descriptors are binary (uint8 packed bits, Hamming distance) rather than

@@ -296,19 +296,11 @@ def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairR
 
 
 def _verify_strongest(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
-    """:func:`verify_pair` on each image's ``conf.max_keypoints`` strongest features (features
-    without scores, as the workers read them, are already capped); indices mapped back."""
-    keep = []
-    for f in (feats0, feats1):
-        scores = getattr(f, "scores", None)
-        n = len(f.keypoints)
-        keep.append(strongest(scores, conf.max_keypoints) if scores is not None and n > conf.max_keypoints
-                    else np.arange(n))
-    sub = [Features(f.keypoints[k], f.descriptors[k], f.scores[k], f.scales[k], f.image_size)
-           if len(k) < len(f.keypoints) else f for f, k in zip((feats0, feats1), keep)]
-    res = verify_pair(sub[0], sub[1], replace(conf, max_keypoints=None))
-    res.matches = np.stack([keep[0][res.matches[:, 0]], keep[1][res.matches[:, 1]]], axis=1) \
-        if len(res.matches) else res.matches
+    """:func:`verify_pair` on each image's ``conf.max_keypoints`` strongest features, with the
+    match indices mapped back to the features as given."""
+    keep0, keep1 = (strongest(f.scores, conf.max_keypoints) for f in (feats0, feats1))
+    res = verify_pair(feats0.rows(keep0), feats1.rows(keep1), replace(conf, max_keypoints=None))
+    res.matches = np.stack([keep0[res.matches[:, 0]], keep1[res.matches[:, 1]]], axis=1)
     return res
 
 
@@ -326,13 +318,16 @@ class _Verifier:
     """Holds the open feature stores and a cache of train features (one per process that verifies).
 
     Only keypoints and descriptors are read (:meth:`FeatureStore.local_points`, half the time of
-    all local features): at scale most candidates are read once, for one pair.
+    all local features): at scale most candidates are read once, for one pair. With
+    ``verify.max_keypoints``, the strongest features are selected as they are read (and cached),
+    so pairs are matched without selecting again.
     """
 
     def __init__(self, work: str, conf: VerifyConfig, cache_size: int = 512):
         self.train = FeatureStore(feature_dir(work, retrieval_db_split(work)))  # train or index
         self.test = FeatureStore(feature_dir(work, "test"))
         self.conf = conf
+        self.pair_conf = replace(conf, max_keypoints=None)  # features are capped when read
         self.cache: "OrderedDict[str, Optional[_Points]]" = OrderedDict()
         self.cache_size = cache_size
 
@@ -359,7 +354,7 @@ class _Verifier:
             if q is None or t is None:
                 results.append((0, 0))
                 continue
-            res = verify_pair(q, t, self.conf)  # type: ignore[arg-type]  # keypoints and descriptors suffice
+            res = verify_pair(q, t, self.pair_conf)  # type: ignore[arg-type]  # keypoints and descriptors suffice
             results.append((len(res.matches), res.num_inliers))
         return query_id, candidates, results
 

@@ -14,14 +14,10 @@ from landmark_retrieval.demo import load_photo
 from landmark_retrieval.extract import codebook_sample
 from landmark_retrieval.images import read_image
 from landmark_retrieval.store import FeatureStore, ShardWriter, validate_shard
+from landmark_retrieval.testing.two_view import grid_error, project
 from landmark_retrieval.verify import verify_pair
 
 ORB = ["extract.backend=orb"]
-
-
-def _project(H, p):
-    q = np.c_[p, np.ones(len(p))] @ H.T
-    return q[:, :2] / q[:, 2:]
 
 
 def _rotated(image, degrees):
@@ -54,13 +50,11 @@ def test_orb_matches_a_rotated_real_photo(shared_data):
     assert f1.image_size == (rotated.shape[1], rotated.shape[0]) and f1.keypoints[:, 0].max() > 640
     res = verify_pair(f0, f1, conf.verify)
     assert res.homography is not None and res.num_inliers >= 200, res.num_inliers
-    w, h = f0.image_size
-    grid = np.stack(np.meshgrid(np.linspace(0, w - 1, 10), np.linspace(0, h - 1, 10)), -1).reshape(-1, 2)
-    err = np.linalg.norm(_project(res.homography, grid) - _project(truth, grid), axis=1)
+    err = grid_error(res.homography, truth, f0.image_size)
     assert err.max() < 4.0, f"grid error up to {err.max():.2f} px"
     # the inliers agree with the true rotation
     kp0, kp1 = f0.keypoints[res.matches[res.inlier_mask, 0]], f1.keypoints[res.matches[res.inlier_mask, 1]]
-    assert np.median(np.linalg.norm(_project(truth, kp0) - kp1, axis=1)) < 2.0
+    assert np.median(np.linalg.norm(project(truth, kp0) - kp1, axis=1)) < 2.0
 
 
 def test_orb_shapes_scores_and_empty_images():

@@ -22,6 +22,7 @@ from typing import Dict, List, Optional, Tuple
 import numpy as np
 
 from ..features import Features
+from .two_view import project
 
 IMAGE_SIZE = (1024, 768)  # (width, height) of every synthetic image
 
@@ -72,11 +73,6 @@ def _random_view(rng: np.random.Generator, scene_size: Tuple[float, float]) -> n
     return to_image @ persp @ rot @ to_origin
 
 
-def _project(H: np.ndarray, pts: np.ndarray) -> np.ndarray:
-    p = np.c_[pts, np.ones(len(pts))] @ H.T
-    return p[:, :2] / p[:, 2:3]
-
-
 def _image(rng: np.random.Generator, num_features: int, dim: int,
            scene: Optional[Tuple[np.ndarray, np.ndarray, Tuple[float, float]]]) -> Features:
     """One image: observed scene points (if ``scene``) plus clutter, ``num_features`` in all."""
@@ -84,7 +80,7 @@ def _image(rng: np.random.Generator, num_features: int, dim: int,
     kps, descs = [np.zeros((0, 2))], [np.zeros((0, dim), np.float32)]
     if scene is not None:
         points, true_desc, size = scene
-        xy = _project(_random_view(rng, size), points)
+        xy = project(_random_view(rng, size), points)
         inside = np.flatnonzero((xy[:, 0] >= 0) & (xy[:, 0] < w) & (xy[:, 1] >= 0) & (xy[:, 1] < h))
         seen = rng.permutation(inside)[:int(rng.uniform(0.25, 0.6) * num_features)]
         kps.append(xy[seen] + rng.normal(0, 1.0, (len(seen), 2)))

@@ -32,6 +32,14 @@ def project(H: np.ndarray, p: np.ndarray) -> np.ndarray:
     return q[:, :2] / q[:, 2:]
 
 
+def grid_error(H: np.ndarray, truth: np.ndarray, image_size: Tuple[int, int], n: int = 10) -> np.ndarray:
+    """Transfer error (pixels) of homography ``H`` against ``truth`` at the (n * n,) points of
+    an n x n grid spanning an image of ``image_size`` (width, height)."""
+    w, h = image_size
+    grid = np.stack(np.meshgrid(np.linspace(0, w - 1, n), np.linspace(0, h - 1, n)), -1).reshape(-1, 2)
+    return np.linalg.norm(project(H, grid) - project(truth, grid), axis=1)
+
+
 def _outliers(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.uniform([0, 0], IMAGE_SIZE, (n, 2))
 
