@@ -3,7 +3,7 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 PIP := $(BIN)/python -m pip
 # What `make lint` checks (ruff's settings are in pyproject.toml).
-LINT_PATHS ?= src tests benchmarks notebooks
+LINT_PATHS ?= src tests benchmarks notebooks tools
 # Extra arguments for `make notebook`, e.g. JUPYTER_ARGS="--no-browser --port 8889".
 JUPYTER_ARGS ?=
 # Jupyter refuses to start as root unless told (containers, CI machines)
@@ -18,7 +18,7 @@ CORE := $(VENV)/.installed-core
 NOTEBOOKS := $(VENV)/.installed-notebooks
 DEV := $(VENV)/.installed-dev
 
-.PHONY: demo test lint notebook install install-notebooks install-dev benchmark clean
+.PHONY: demo test test-fast lint notebook install install-notebooks install-dev benchmark clean requirements
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -46,14 +46,26 @@ demo: $(CORE)
 lint: $(DEV)
 	$(BIN)/ruff check $(LINT_PATHS)
 
+# The full suite; --durations lists the 25 slowest tests at the end.
 test: $(DEV)
 	$(MAKE) --no-print-directory lint
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
+
+# Lint and the tests not marked slow (no TensorFlow model loads, no whole pipelines).
+test-fast: $(DEV)
+	$(MAKE) --no-print-directory lint
+	$(BIN)/python -m pytest -m "not slow"
+
+# requirements.txt: the exact versions of the [dev] venv (the closure of landmark-retrieval[dev]),
+# for reproducing the test environment; tests/test_requirements.py checks it against pyproject.toml.
+# Not for Kaggle notebooks (they install the kaggle-wheels folder with --no-deps; docs/kaggle.md).
+requirements: $(DEV)
+	$(BIN)/python tools/lock_requirements.py requirements.txt
 
 notebook: $(NOTEBOOKS)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(JUPYTER_ROOT) $(JUPYTER_ARGS)
 
-# The benchmark suite: results in benchmarks/results/*.json, the table in README.md regenerated
+# The benchmark suite: results in benchmarks/results/*.json, the table in docs/benchmarks.md regenerated
 # from them (the performance suite: under 30 min on 2 cores). BENCHMARK_ARGS=--quick for a run of
 # seconds per benchmark, --all to add the method studies, or names: "verify projection".
 BENCHMARK_ARGS ?=
@@ -65,6 +77,13 @@ benchmark: $(DEV)
 .PHONY: readme-numbers
 readme-numbers: $(CORE)
 	$(BIN)/python benchmarks/readme_numbers.py
+
+# Rewrite the generated docs that take seconds: docs/presets.md (between <!-- presets:start/end -->)
+# from PRESETS; tests/test_readme.py checks that it is current. (The benchmark and method tables
+# in docs/ come from `make benchmark`; the demo scores in README.md from `make readme-numbers`.)
+.PHONY: docs
+docs: $(CORE)
+	$(BIN)/python benchmarks/docs_presets.py
 
 clean:
 	rm -rf $(VENV) data/demo work submission/*.csv submission/*.png

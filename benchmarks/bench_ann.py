@@ -76,8 +76,8 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import faiss
 
     from landmark_retrieval.config import RetrieveConfig
-    from landmark_retrieval.retrieve import knn
-    from landmark_retrieval.search import SearchContext, load_or_build, query_index
+    from landmark_retrieval.search.ann import load_or_build, query_index
+    from landmark_retrieval.search.exact import SearchContext, knn
 
     t0 = time.perf_counter()
     q, db = clustered(n, dim, n_q)

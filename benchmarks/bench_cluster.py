@@ -33,13 +33,13 @@ def main() -> None:
 
     import distributed
 
-    from landmark_retrieval.cluster import DaskEngine
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.backends.cluster import DaskEngine
     from landmark_retrieval.demo import DemoSpec, build_demo_dataset
     from landmark_retrieval.extract import extract
-    from landmark_retrieval.progress import set_progress
-    from landmark_retrieval.store import FeatureStore
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.progress import set_progress
+    from landmark_retrieval.io.store import FeatureStore
+    from landmark_retrieval.presets import get_config
 
     set_progress(False)
     conf = get_config("demo")

@@ -117,8 +117,8 @@ class Clock:
 
 
 def instrument(clock: Clock):
-    """Patch ``extract``'s ``iter_images`` and writer classes to fill ``clock``."""
-    import landmark_retrieval.extract as ex
+    """Patch the extraction loop's ``iter_images`` and writer classes to fill ``clock``."""
+    import landmark_retrieval.backends.extraction as ex
 
     original_iter, original_writer = ex.iter_images, ex.ShardWriter
     background = getattr(ex, "BackgroundWriter", None)  # absent before writes moved off the main thread
@@ -188,12 +188,12 @@ def main(argv=None) -> int:
     import pandas as pd
     import tensorflow as tf
 
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.extraction import extract_split
+    from landmark_retrieval.backends.registry import make_backend
     from landmark_retrieval.config import ExtractConfig
-    from landmark_retrieval.dataset import Dataset
-    from landmark_retrieval.extract import extract_split
-    from landmark_retrieval.images import decode_image, iter_images
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.dataset import Dataset
+    from landmark_retrieval.io.images import decode_image, iter_images
+    from landmark_retrieval.io.progress import set_progress
 
     set_progress(False)
     clock = Clock()

@@ -46,9 +46,9 @@ def main() -> None:
     except ImportError:  # TensorFlow < 2.16
         keras = tf.keras
 
-    from landmark_retrieval.backends import make_backend
-    from landmark_retrieval.backends.embedding import resize_for_model, scale_pixels, to_model_input
-    from landmark_retrieval.config import get_config
+    from landmark_retrieval.backends.embedding_input import resize_for_model, scale_pixels, to_model_input
+    from landmark_retrieval.backends.registry import make_backend
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.testing.delg_export import textured_image
 
     keras.utils.set_random_seed(0)

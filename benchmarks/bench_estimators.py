@@ -1,7 +1,7 @@
 """Robust estimators of the verify step: DEGENSAC vs MAGSAC++, homography vs fundamental matrix,
 and ORB vs RootSIFT local features.
 
-For every ``verify.estimator`` x ``verify.geometry`` (:data:`landmark_retrieval.geometry.ESTIMATORS`):
+For every ``verify.estimator`` x ``verify.geometry`` (:data:`landmark_retrieval.matching.geometry.ESTIMATORS`):
 
 * **synthetic matches with known inliers** (:mod:`landmark_retrieval.testing.two_view`): a
   plane seen through a known homography, and 3-D points seen by two cameras, each with 200
@@ -62,14 +62,14 @@ def default_photos() -> Path:
 
 
 def verify_conf(estimator: str, geometry: str, local: str = "sift"):
-    from landmark_retrieval.config import get_config
+    from landmark_retrieval.presets import get_config
 
     return get_config("demo", LOCALS[local] + [f"verify.estimator={estimator}", f"verify.geometry={geometry}"]).verify
 
 
 def timed_pass(calls: Sequence[Tuple[np.ndarray, np.ndarray]], vc, repeats: int) -> Tuple[float, List[Any]]:
     """Median ms per estimate over ``repeats`` clean passes over ``calls``, and the last results."""
-    from landmark_retrieval.geometry import estimate_geometry
+    from landmark_retrieval.matching.geometry import estimate_geometry
 
     def one_pass():
         return [estimate_geometry(p0, p1, vc) for p0, p1 in calls]
@@ -128,9 +128,9 @@ def photo_pairs(photos: Path, quick: bool, seed: int = 0) -> Tuple[List[Path], L
 
 def extract_all(local: str, paths: Sequence[Path]) -> Tuple[List[Any], Dict[str, float]]:
     """Features of every image with one local backend, ms per image (median) and bytes per image."""
-    from landmark_retrieval.backends import make_backend
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.images import read_image
+    from landmark_retrieval.backends.registry import make_backend
+    from landmark_retrieval.io.images import read_image
+    from landmark_retrieval.presets import get_config
 
     backend = make_backend(get_config("demo", LOCALS[local]).extract)
     feats, times = [], []
@@ -145,7 +145,7 @@ def extract_all(local: str, paths: Sequence[Path]) -> Tuple[List[Any], Dict[str,
 
 
 def bench_real(photos: Path, quick: bool, repeats: int) -> Dict[str, Any]:
-    from landmark_retrieval.verify import match_descriptors
+    from landmark_retrieval.matching.pairs import match_descriptors
 
     paths, pairs = photo_pairs(photos, quick)
     positive = [p for _, _, p in pairs]
@@ -220,7 +220,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import cv2
 
     cv2.setNumThreads(1)
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.progress import set_progress
 
     set_progress(False)
     logging.getLogger("landmark_retrieval").setLevel(logging.ERROR)

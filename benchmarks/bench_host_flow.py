@@ -113,8 +113,8 @@ def load_photos(photos: Path, max_side: int) -> Tuple[Dict[str, List[np.ndarray]
 def build_dataset(root: Path, photos: Path, n_train: int, n_test: int, size: int, seed: int) -> Dict[str, Any]:
     """GLR layout under ``root``: ``n_train`` train and ``n_test`` test JPEGs, longest side
     ``size``; train.csv and solution.csv. Deterministic for a seed."""
-    from landmark_retrieval.dataset import image_path
     from landmark_retrieval.demo import random_view
+    from landmark_retrieval.io.dataset import image_path
 
     rng = np.random.default_rng(seed)
     groups, distractors, source = load_photos(photos, max_side=max(2 * size, 256))
@@ -336,8 +336,8 @@ class CountingModel:
 
 def package_flow(backend, counting: CountingModel, data: Path, work: Path, model_dir: Path,
                  train_local: str) -> Dict[str, Any]:
-    from landmark_retrieval.config import get_config
     from landmark_retrieval.pipeline import run
+    from landmark_retrieval.presets import get_config
 
     conf = get_config("kaggle-baseline", [f"extract.model_path={model_dir}", f"extract.train_local={train_local}"])
     counting.reset()
@@ -420,9 +420,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     import tensorflow as tf
     from delg_models import realistic_delg_model
 
-    from landmark_retrieval.backends import make_backend
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.backends.registry import make_backend
+    from landmark_retrieval.io.progress import set_progress
+    from landmark_retrieval.presets import get_config
 
     set_progress(False)
     t0 = time.perf_counter()

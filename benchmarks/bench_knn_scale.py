@@ -5,9 +5,9 @@ Writes the database as a float16 ``.npy`` matrix in a scratch directory (seeded;
 retrieve step builds once in ``features/<db>/globals-f16.npy``), then runs each variant in its
 own child process (peak RSS of that process, wall time of the search only):
 
-* ``streamed``: ``retrieve.knn`` on a ``search.DiskMatrix`` (``retrieve.stream``), blocks of
+* ``streamed``: ``search.exact.knn`` on a ``search.DiskMatrix`` (``retrieve.stream``), blocks of
   ``--stream-block`` rows, all queries per block -- the retrieve step's path for a large database;
-* ``in-memory`` (at the full dimension): the whole float16 matrix loaded, ``retrieve.knn`` as
+* ``in-memory`` (at the full dimension): the whole float16 matrix loaded, ``search.exact.knn`` as
   before streaming existed (``retrieve.half_precision``), on ``--in-memory-queries`` queries,
   time extrapolated linearly;
 * the streamed search at ``--pca-dim`` dimensions (random 512-d unit vectors: the search cost
@@ -51,7 +51,7 @@ def unit_block(rng: np.random.Generator, rows: int, dim: int) -> np.ndarray:
 
 def write_database(path: Path, n: int, dim: int, seed: int, chunk: int = 65536):
     """A seeded (n, dim) float16 matrix of random unit rows (``search.write_matrix``)."""
-    from landmark_retrieval.search import write_matrix
+    from landmark_retrieval.search.exact import write_matrix
 
     rng = np.random.default_rng(seed)
     return write_matrix(path, n, dim, (unit_block(rng, min(chunk, n - s), dim) for s in range(0, n, chunk)))
@@ -59,8 +59,7 @@ def write_database(path: Path, n: int, dim: int, seed: int, chunk: int = 65536):
 
 def child(spec: Dict[str, Any]) -> Dict[str, Any]:
     """One variant, in this (child) process: the search's wall time, this process's peak RSS."""
-    from landmark_retrieval.retrieve import knn
-    from landmark_retrieval.search import DiskMatrix
+    from landmark_retrieval.search.exact import DiskMatrix, knn
 
     q = np.load(spec["queries"])[: spec.get("limit")]
     matrix = DiskMatrix(Path(spec["database"]))
@@ -160,7 +159,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
             figures[f"dim_{d}"] = fig
     finally:
         shutil.rmtree(scratch, ignore_errors=True)
-    setup = (f"exact top-{args.k} inner-product search (`retrieve.knn`) of random unit vectors, each variant in a "
+    setup = (f"exact top-{args.k} inner-product search (`search.exact.knn`) of random unit vectors, each variant in a "
              f"child process (peak RSS of that process; time of the search only, one run), streamed in blocks of "
              f"{args.stream_block:,} rows vs the float16 matrix in memory; PCA-{pca_dim} = random {pca_dim}-d vectors")
     write_result("knn_scale", setup, rows, figures, args.quick, args.out, started)

@@ -27,10 +27,10 @@ def main() -> int:
         print(json.dumps({"skipped": f"no groups.csv in {args.photos}"}))
         return 0
 
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.progress import set_progress
     from landmark_retrieval.pipeline import run
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.testing.groups import build_glr_from_groups
 
     set_progress(False)

@@ -1,6 +1,6 @@
 """The method comparison: every method of ``landmark_retrieval.compare.METHODS`` (global descriptor
 x local features x estimator x learned projection) through the whole pipeline, on real photos and
-on the demo, and the table in README.md.
+on the demo, and the table in docs/comparing-methods.md.
 
 Datasets:
 
@@ -18,12 +18,13 @@ place, ``METHODS`` in ``src/landmark_retrieval/compare.py`` (a new method is one
     python benchmarks/bench_methods.py                  # all methods, both datasets (~10 min on 2 cores)
     python benchmarks/bench_methods.py --quick          # the quick methods on the demo (~1 min)
     python benchmarks/bench_methods.py --methods vlad+sift colour
-    python benchmarks/bench_methods.py --readme-only    # rewrite README.md's table from results/methods.json
+    python benchmarks/bench_methods.py --readme-only    # rewrite the doc's table from results/methods.json
     python benchmarks/bench_methods.py --check          # exit 1 when that table is stale
     python benchmarks/run.py methods                    # the same through the suite
 
 It writes ``benchmarks/results/methods.json`` and the table between ``<!-- methods:start -->`` and
-``<!-- methods:end -->`` in README.md.
+``<!-- methods:end -->`` in docs/comparing-methods.md (renderer and writer: ``suite.py``), then
+the benchmark table in docs/benchmarks.md, which lists this result's summary rows.
 """
 from __future__ import annotations
 
@@ -36,19 +37,18 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from suite import README, REPO, machine_info, read_block, replace_block, result_path, write_result
+from suite import METHODS_DOC, REPO, machine_info, update_benchmark_table, update_methods_table, write_result
 
-START, END = "<!-- methods:start -->", "<!-- methods:end -->"
 GLR, DEMO = "GLR photos", "demo"
 
 
 def summary_rows(rows: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
-    """A few lines for the suite's benchmark table (the full table is README's method comparison)."""
+    """A few lines for the suite's benchmark table (the full table is docs/comparing-methods.md)."""
     ok = [r for r in rows if r["status"] == "ok"]
     methods = list(dict.fromkeys(r["method"] for r in rows))
     run = sorted({r["method"] for r in ok})
     out = [("methods run", f"{len(run)} of the {len(methods)} chosen; the table is in [Comparing methods]"
-            "(#comparing-methods)")]
+            "(comparing-methods.md)")]
     for dataset in dict.fromkeys(r["dataset"] for r in ok):
         mine = [r for r in ok if r["dataset"] == dataset]
         best = max(mine, key=lambda r: (r["verified_gap"] if r["verified_gap"] is not None else r["global_gap"] or 0))
@@ -59,42 +59,6 @@ def summary_rows(rows: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
     return out
 
 
-def render(doc: Dict[str, Any]) -> str:
-    """README's method-comparison block from a ``methods.json`` document."""
-    from landmark_retrieval.compare import Row, format_table
-
-    figures = doc["figures"]
-    rows = [Row(**r) for r in figures["rows"]]
-    machine = doc.get("machine", {})
-    share = machine.get("other_processes_cpu_share")
-    busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
-            if share and share > 0.05 else "")
-    lines = [format_table(rows, figures["datasets"]), "",
-             f"*`{doc['command']}`{' (quick: demo only, fewer methods)' if doc.get('quick') else ''}, "
-             f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}. GAP and mAP@100: global-only → "
-             "verified (one value: global only). ms / image: the extract step per database + test image "
-             "(codebook / vocabulary / GMM fitting included, model loading excluded). bytes / image: global "
-             "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB).*"]
-    return "\n".join(lines)
-
-
-def update_readme(check: bool = False, readme: Path = README, result: Optional[Path] = None) -> bool:
-    """Rewrite README.md's method block from ``results/methods.json``; True when already current
-    (or when there is no result yet). With ``check`` nothing is written."""
-    import json
-
-    path = result or result_path("methods")
-    if not path.is_file():
-        return True
-    block = render(json.loads(path.read_text(encoding="utf-8")))
-    text = readme.read_text(encoding="utf-8")
-    if read_block(text, (START, END)) == block:
-        return True
-    if not check:
-        readme.write_text(replace_block(text, block, (START, END)), encoding="utf-8")
-    return False
-
-
 def main(argv: Optional[Sequence[str]] = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -103,19 +67,22 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--photos", type=Path, default=REPO.parent / "shared" / "data",
                         help="folder with groups.csv (real photos); skipped when absent")
     parser.add_argument("--keep", type=Path, help="work in this folder (kept, reused) instead of a temporary one")
-    parser.add_argument("--readme-only", action="store_true", help="run nothing; rewrite README.md's table")
-    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 when README.md's table is stale")
+    parser.add_argument("--readme-only", action="store_true",
+                        help=f"run nothing; rewrite {METHODS_DOC.name}'s table")
+    parser.add_argument("--check", action="store_true",
+                        help=f"run nothing; exit 1 when {METHODS_DOC.name}'s table is stale")
     args = parser.parse_args(argv)
     if args.readme_only or args.check:
-        current = update_readme(check=args.check)
-        print(f"README.md: method table {'is current' if current else ('is stale' if args.check else 'rewritten')}")
+        current = update_methods_table(check=args.check)
+        state = "is current" if current else ("is stale" if args.check else "rewritten")
+        print(f"{METHODS_DOC.name}: method table {state}")
         return 1 if args.check and not current else 0
 
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")  # TensorFlow's C++ banners (projection training, models)
     from landmark_retrieval import compare
-    from landmark_retrieval.dataset import Dataset, load_dataset
     from landmark_retrieval.demo import build_demo_dataset
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.dataset import Dataset, load_dataset
+    from landmark_retrieval.io.progress import set_progress
     from landmark_retrieval.testing.groups import build_glr_from_groups
 
     set_progress(False)
@@ -144,14 +111,12 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     figures = {"datasets": list(datasets), "methods": names, "rows": [r.to_dict() for r in rows],
                "seconds": round(time.perf_counter() - t0, 1)}
     setup = ("every method of `landmark_retrieval.compare.METHODS` through the whole pipeline on "
-             f"{' and '.join(datasets)}; the table is in [Comparing methods](#comparing-methods)")
+             f"{' and '.join(datasets)}; the table is in [Comparing methods](comparing-methods.md)")
     write_result("methods", setup, summary_rows(figures["rows"]), figures, args.quick, started=started)
-    current = update_readme()
-    from run import BENCHMARKS, SUITE  # the suite's table lists this result's summary rows too
-    from suite import update_readme as update_benchmark_table
-
-    update_benchmark_table(order=list(BENCHMARKS), suite=SUITE)
-    print(f"README.md: method table {'unchanged' if current else 'rewritten'} ({figures['seconds']:.0f} s in all)")
+    current = update_methods_table()
+    update_benchmark_table()  # the benchmark table lists this result's summary rows too
+    state = "unchanged" if current else "rewritten"
+    print(f"{METHODS_DOC.name}: method table {state} ({figures['seconds']:.0f} s in all)")
     return 0
 
 

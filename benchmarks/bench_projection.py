@@ -47,11 +47,11 @@ METRICS = ("global_gap", "global_map100")
 
 def evaluate_dataset(data: Path, work: Path, variants: Dict[str, Dict[str, Any]]) -> Dict[str, Dict[str, float]]:
     """Global-only scores and retrieve-step seconds of every variant on one dataset."""
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.dataset import load_dataset
     from landmark_retrieval.evaluate import evaluate_run
     from landmark_retrieval.extract import extract
+    from landmark_retrieval.io.dataset import load_dataset
     from landmark_retrieval.predict import predict
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.retrieve import retrieve
 
     dataset = load_dataset(data)
@@ -88,7 +88,7 @@ def main() -> int:
         return 0
     import logging
 
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.progress import set_progress
     from landmark_retrieval.split import make_validation_split
     from landmark_retrieval.testing.groups import build_glr_from_groups
 
@@ -112,7 +112,7 @@ def main() -> int:
             datasets["groups"] = groups
 
             datasets["demo"] = build_demo_dataset(root / "demo" / "data")
-        from landmark_retrieval.projection import import_tensorflow
+        from landmark_retrieval.search.projection import import_tensorflow
 
         import_tensorflow("siamese")  # imported once, outside the timed retrieve steps
         for name, data in datasets.items():

@@ -114,12 +114,12 @@ def build_groups_nl(groups: Path, root: Path) -> Tuple[Path, Path]:
 def evaluate_dataset(name: str, data: Path, work: Path, variants: Dict[str, Dict[str, Any]],
                      nonlandmark: Optional[Path]) -> Dict[str, Dict[str, float]]:
     """Scores and time per test image of every variant on one dataset."""
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.dataset import load_dataset
     from landmark_retrieval.evaluate import evaluate_run
-    from landmark_retrieval.extract import extract
-    from landmark_retrieval.layout import verification_path
+    from landmark_retrieval.extract import extract, extract_nonlandmark
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.layout import verification_path
     from landmark_retrieval.predict import predict
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.retrieve import retrieve
     from landmark_retrieval.verify import verify
 
@@ -132,9 +132,7 @@ def evaluate_dataset(name: str, data: Path, work: Path, variants: Dict[str, Dict
     shared_s = time.perf_counter() - t0
     verify(base, dataset, work)  # warm-up (file cache, worker start): the timed runs below are comparable
     if nonlandmark is not None:  # extracted once, outside the timed predictions
-        from landmark_retrieval.nonlandmark import nonlandmark_globals
-
-        nonlandmark_globals(get_config(base, {"predict": {"nonlandmark_dir": str(nonlandmark)}}), work)
+        extract_nonlandmark(get_config(base, {"predict": {"nonlandmark_dir": str(nonlandmark)}}), work)
     verified: Dict[str, Tuple[Path, float]] = {}
     out: Dict[str, Dict[str, float]] = {}
     for vname, overrides in variants.items():
@@ -197,7 +195,7 @@ def main() -> int:
         print(json.dumps({"skipped": f"no groups.csv in {args.photos}"}))
         return 0
 
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.progress import set_progress
     from landmark_retrieval.split import make_validation_split
     from landmark_retrieval.testing.groups import build_glr_from_groups
 

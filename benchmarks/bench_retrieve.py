@@ -1,4 +1,4 @@
-"""Retrieval throughput: exact top-k by inner product (``retrieve.knn``) on random unit descriptors.
+"""Retrieval throughput: exact top-k by inner product (``search.exact.knn``) on random unit descriptors.
 
 Times ``knn`` with faiss (when installed) and with numpy blocks (median of repeats) and
 extrapolates to the GLR2020 public set (1,580,470 train x 10,345 test images).
@@ -33,7 +33,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     set_patience(10 if args.quick else 300)
     started = machine_info()
 
-    from landmark_retrieval.retrieve import knn
+    from landmark_retrieval.search.exact import knn
 
     rng = np.random.default_rng(0)
     db = rng.standard_normal((n_db, args.dim), dtype=np.float32)
@@ -57,7 +57,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                      f"{seconds:.2f} s ({rate / 1e9:.2f} G pairs/s); GLR2020 public scale ~"
                      f"{GLR2020_PAIRS / rate / 60:.1f} min"))
     setup = (f"exact top-{args.k} by inner product of random unit {args.dim}-d descriptors "
-             f"(`retrieve.knn`, all cores), median of {repeats} runs; extrapolated to 1,580,470 x 10,345")
+             f"(`search.exact.knn`, all cores), median of {repeats} runs; extrapolated to 1,580,470 x 10,345")
     write_result("retrieve", setup, rows, figures, args.quick, args.out, started)
     return 0
 

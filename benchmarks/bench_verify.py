@@ -25,7 +25,7 @@ Measured:
    and per pair as one process reads them (each image once);
 2. end to end, pairs/s with 1 and 2 workers (2: this process and one spawned worker, each with
    one BLAS thread): the ``verify()`` step on the real photos (reading ``retrieval.h5`` to
-   writing ``verification.csv``), the work sharing (``verify._verify_tasks``, what ``verify()``
+   writing ``verification.csv``), the work sharing (``verify.verify_tasks``, what ``verify()``
    runs) on the DELG-like pairs; medians of repeats; with the CPU time per pair (this process
    and its workers: less affected by other processes than the wall time); the
    ``landmark-retrieval verify`` command (a new interpreter: imports, workers, all) on the real
@@ -96,9 +96,9 @@ def quick_photos(photos: Path, tmp: Path) -> Path:
 
 def real_photo_run(photos: Path, tmp: Path, quick: bool):
     """Extract RootSIFT and retrieve on the GLR set of ``photos``: ``(dataset, work)``."""
-    from landmark_retrieval.config import get_config
-    from landmark_retrieval.dataset import load_dataset
     from landmark_retrieval.extract import extract
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.retrieve import retrieve
     from landmark_retrieval.testing.groups import build_glr_from_groups
 
@@ -113,8 +113,8 @@ def real_photo_run(photos: Path, tmp: Path, quick: bool):
 
 
 def write_store(work: Path, split: str, feats: Dict[str, Any]) -> None:
-    from landmark_retrieval.layout import feature_dir
-    from landmark_retrieval.store import ShardWriter
+    from landmark_retrieval.io.layout import feature_dir
+    from landmark_retrieval.io.writer import ShardWriter
 
     with ShardWriter(feature_dir(work, split)) as writer:
         for image_id, f in feats.items():
@@ -123,8 +123,8 @@ def write_store(work: Path, split: str, feats: Dict[str, Any]) -> None:
 
 def pairs_of(work: Path, tasks: Sequence[Tuple[str, List[str]]]) -> List[Tuple[Any, Any]]:
     """The features of every (test, candidate) pair of ``tasks``, read from ``work``."""
-    from landmark_retrieval.layout import feature_dir, retrieval_db_split
-    from landmark_retrieval.store import FeatureStore
+    from landmark_retrieval.io.layout import feature_dir, retrieval_db_split
+    from landmark_retrieval.io.store import FeatureStore
 
     with FeatureStore(feature_dir(work, "test")) as test, \
             FeatureStore(feature_dir(work, retrieval_db_split(work))) as train:
@@ -145,8 +145,8 @@ def pairs_of(work: Path, tasks: Sequence[Tuple[str, List[str]]]) -> List[Tuple[A
 def per_pair(pairs, vc, repeats: int) -> Dict[str, float]:
     """Matching and DEGENSAC ms per pair (medians over repeats), putative matches per pair;
     with ``vc.max_keypoints``, of each image's strongest features (selected when read, untimed)."""
-    from landmark_retrieval.store import strongest
-    from landmark_retrieval.verify import estimate_homography, match_descriptors
+    from landmark_retrieval.io.store import strongest
+    from landmark_retrieval.matching.pairs import estimate_homography, match_descriptors
 
     if vc.max_keypoints is not None:
         pairs = [tuple(f.rows(strongest(f.scores, vc.max_keypoints)) for f in pair) for pair in pairs]
@@ -175,8 +175,8 @@ def per_pair(pairs, vc, repeats: int) -> Dict[str, float]:
 def matching_side_by_side(pairs, vc, repeats: int) -> Dict[str, float]:
     """Matching ms per pair on the same pairs, alternately: the straightforward selection
     (:func:`~landmark_retrieval.testing.reference.reference_matches`) and ``match_descriptors``."""
+    from landmark_retrieval.matching.pairs import match_descriptors
     from landmark_retrieval.testing.reference import reference_matches
-    from landmark_retrieval.verify import match_descriptors
 
     def timed(fn):
         def run():
@@ -213,8 +213,8 @@ def product_ms(pairs, candidates: int, repeats: int) -> Dict[str, float]:
 
 def baseline_inliers_identical(pairs, vc) -> bool:
     """kaggle-baseline inliers of verify_pair == those of the straightforward matching."""
+    from landmark_retrieval.matching.pairs import estimate_homography, verify_pair
     from landmark_retrieval.testing.reference import reference_matches
-    from landmark_retrieval.verify import estimate_homography, verify_pair
 
     for a, b in pairs:
         m = reference_matches(a.descriptors, b.descriptors, vc.max_descriptor_distance, vc.ratio_test,
@@ -226,13 +226,13 @@ def baseline_inliers_identical(pairs, vc) -> bool:
 
 
 def pool_run(work: Path, vc, tasks, workers: int) -> Tuple[float, List[Any], float]:
-    """One run of the work sharing (``verify._verify_tasks``): seconds, the results, and the CPU
+    """One run of the work sharing (``verify.verify_tasks``): seconds, the results, and the CPU
     seconds (this process and its workers)."""
-    from landmark_retrieval.verify import _verify_tasks
+    from landmark_retrieval.matching.pool import verify_tasks
 
     results: List[Any] = []
     c0, t0 = cpu_seconds(), time.perf_counter()
-    _verify_tasks(work, vc, tasks, workers, results.append)
+    verify_tasks(work, vc, tasks, workers, results.append)
     return time.perf_counter() - t0, results, cpu_seconds() - c0
 
 
@@ -243,7 +243,7 @@ def worker_start_s(work: Path, vc, repeats: int) -> float:
     import multiprocessing as mp
     from dataclasses import asdict
 
-    from landmark_retrieval import verify as V
+    from landmark_retrieval.matching import pool as V
 
     def start():
         pool = cf.ProcessPoolExecutor(2, mp_context=mp.get_context("spawn"), initializer=V._init_worker,
@@ -288,8 +288,8 @@ def workers_figures(pairs: int, seconds: float, cpu: float, times: List[float]) 
 def read_costs(work: Path, tasks: Sequence[Tuple[str, List[str]]], repeats: int) -> Dict[str, float]:
     """ms to read an image's keypoints and descriptors (what verification reads) and all its
     local features, per image and per pair when each image of ``tasks`` is read once."""
-    from landmark_retrieval.layout import feature_dir, retrieval_db_split
-    from landmark_retrieval.store import FeatureStore
+    from landmark_retrieval.io.layout import feature_dir, retrieval_db_split
+    from landmark_retrieval.io.store import FeatureStore
 
     test_ids = [q for q, _ in tasks]
     train_ids = sorted({c for _, cands in tasks for c in cands})
@@ -336,10 +336,10 @@ def import_cli_s(repeats: int) -> float:
 
 # --------------------------------------------------------------------------------------------
 def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
-    from landmark_retrieval.config import get_config
     from landmark_retrieval.evaluate import evaluate_run
-    from landmark_retrieval.layout import load_retrieval, retrieval_path
+    from landmark_retrieval.io.layout import load_retrieval, retrieval_path
     from landmark_retrieval.predict import predict
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.verify import _tasks, verify
 
     t0 = time.perf_counter()
@@ -386,7 +386,7 @@ def bench_real(photos: Path, tmp: Path, quick: bool, repeats: int) -> Dict[str, 
 
 
 def bench_delg_like(tmp: Path, quick: bool, repeats: int) -> Dict[str, Any]:
-    from landmark_retrieval.config import get_config
+    from landmark_retrieval.presets import get_config
     from landmark_retrieval.testing.local_features import delg_like_set
 
     sizes = dict(num_landmarks=3, train_views=3, test_views=2, num_distractors=2) if quick else \
@@ -434,7 +434,7 @@ def summary_rows(figures: Dict[str, Any]) -> List[Tuple[str, str]]:
             continue
         kb, fa = f["kaggle-baseline"], f["fast"]
         n = f["pairs"]
-        what = "`verify()` step" if key == "real_photos" else "work sharing (`_verify_tasks`)"
+        what = "`verify()` step" if key == "real_photos" else "work sharing (`verify_tasks`)"
         variants = [("kaggle-baseline", kb), ("fast", fa)] + ([(FAST_ALL, f[FAST_ALL])] if FAST_ALL in f else [])
         for name, r in variants:
             r1, r2 = r["workers_1"], r["workers_2"]
@@ -506,7 +506,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     set_patience(10 if args.quick else 900)
     started = machine_info()
 
-    from landmark_retrieval.progress import set_progress
+    from landmark_retrieval.io.progress import set_progress
 
     set_progress(False)
     logging.getLogger("landmark_retrieval").setLevel(logging.WARNING)

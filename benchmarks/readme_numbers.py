@@ -7,7 +7,8 @@ embedded demo dataset, deterministic) in a temporary folder and rewrites that bl
     python benchmarks/readme_numbers.py            # or: make readme-numbers
     python benchmarks/readme_numbers.py --check    # exit status 1 when the README is stale
 
-``tests/test_readme.py`` checks that the block matches what the demo produces.
+``tests/test_readme.py`` checks that the block matches what the demo produces. The block stays in
+README.md (the newcomer's first numbers); ``suite.update_block`` writes it, as every generated block.
 """
 from __future__ import annotations
 
@@ -17,7 +18,9 @@ import tempfile
 from pathlib import Path
 from typing import Dict, Optional, Sequence
 
-README = Path(__file__).resolve().parents[1] / "README.md"
+import suite
+from suite import README
+
 START, END = "<!-- demo-numbers:start -->", "<!-- demo-numbers:end -->"
 
 
@@ -33,17 +36,12 @@ def render(metrics: Dict[str, float]) -> str:
 
 def read_block(text: str) -> str:
     """The content between the markers (without them)."""
-    start, end = text.find(START), text.find(END)
-    if start < 0 or end < start:
-        raise ValueError(f"README.md has no {START} ... {END} block")
-    return text[start + len(START):end].strip("\n")
+    return suite.read_block(text, (START, END), "README.md")
 
 
 def replace_block(text: str, content: str) -> str:
     """``text`` with the content between the markers replaced."""
-    read_block(text)  # raises without the markers
-    start, end = text.find(START) + len(START), text.find(END)
-    return f"{text[:start]}\n{content}\n{text[end:]}"
+    return suite.replace_block(text, content, (START, END))
 
 
 def demo_metrics(data: Optional[Path] = None, work: Optional[Path] = None) -> Dict[str, float]:
@@ -64,14 +62,13 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--work", type=Path, help="work directory to reuse (default: a temporary one)")
     args = parser.parse_args(argv)
     block = render(demo_metrics(args.data, args.work))
-    text = README.read_text(encoding="utf-8")
-    if read_block(text) == block:
+    current = suite.update_block(README, (START, END), block, check=args.check)
+    if current:
         print(f"{README.name} is up to date:\n{block}")
         return 0
     if args.check:
         print(f"{README.name} is stale; the demo gives:\n{block}", file=sys.stderr)
         return 1
-    README.write_text(replace_block(text, block), encoding="utf-8")
     print(f"Updated {README}:\n{block}")
     return 0
 

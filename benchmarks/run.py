@@ -1,8 +1,8 @@
-"""Run the benchmark suite and regenerate the benchmark table in README.md (``make benchmark``).
+"""Run the benchmark suite and regenerate the benchmark table in docs/benchmarks.md (``make benchmark``).
 
 Each benchmark runs in its own process (``python benchmarks/bench_<name>.py [--quick]``) and
 writes ``benchmarks/results/<name>.json``; the table between ``<!-- benchmarks:start -->`` and
-``<!-- benchmarks:end -->`` in README.md is then rewritten from every JSON file there::
+``<!-- benchmarks:end -->`` in docs/benchmarks.md is then rewritten from every JSON file there::
 
     python benchmarks/run.py                 # the performance suite (make benchmark; <= 30 min on 2 cores)
     python benchmarks/run.py --all           # and the method studies (projection, estimators, methods)
@@ -12,13 +12,14 @@ writes ``benchmarks/results/<name>.json``; the table between ``<!-- benchmarks:s
     python benchmarks/run.py --check         # exit status 1 when the table is not current
 
 (``--readme-only`` and ``--check`` also cover the method-comparison table that
-``bench_methods.py`` writes between ``<!-- methods:start -->`` and ``<!-- methods:end -->``.)
+``bench_methods.py`` writes between ``<!-- methods:start -->`` and ``<!-- methods:end -->`` in
+docs/comparing-methods.md.) The registry of benchmarks and the block writer live in ``suite.py``.
 
 The suite measures speed and memory (verification, kNN at GLR scale, ANN, DELG extraction, the
 host-baseline flow, the embedding backend, bounded decoding); the studies compare methods'
 accuracy through the whole pipeline (minutes each) and run with ``--all`` or by name. Each
 result records its benchmark's wall time (``wall_s``: the whole process, data generation
-included), and the README table sums them.
+included), and the benchmark table sums them.
 
 Benchmarks assume an otherwise idle machine (each JSON records the load average at its start).
 ``bench_embedding.py`` prints its own JSON document; this script stores it in the same form.
@@ -30,44 +31,20 @@ import json
 import subprocess
 import sys
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
+from typing import List, Optional, Sequence
 
-from suite import HERE, README, machine_info, result_path, update_readme, write_result
-
-
-class Benchmark(NamedTuple):
-    script: str
-    quick_args: Tuple[str, ...] = ("--quick",)
-    #: for a script that prints one JSON document instead of writing its result: (setup, rows)
-    wrap: Optional[Callable[[Dict[str, Any]], Tuple[str, List[Tuple[str, str]]]]] = None
-    #: a method study (accuracy through the pipeline): run with --all or by name, not by default
-    study: bool = False
-
-
-def _embedding(doc: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]]]:
-    setup = (f"the `embedding` backend with {doc['model']} (random weights), {doc['images']} images after warm-up "
-             "calls; median ms per image")
-    rows = [(f"`EmbeddingBackend.extract`, {doc['input']} input", f"{doc['extract_ms_per_image']['median']:.0f} ms per "
-             f"image ({doc['images_per_s']:.1f} images/s), of which {doc['model_call_ms']['median']:.0f} ms in the "
-             "model call")]
-    return setup, rows
-
-
-#: name -> benchmark, in the order of the README table
-BENCHMARKS: Dict[str, Benchmark] = {
-    "verify": Benchmark("bench_verify.py"),
-    "retrieve": Benchmark("bench_retrieve.py", study=True),  # extrapolated from 200k rows: knn_scale measures GLR scale
-    "knn_scale": Benchmark("bench_knn_scale.py"),  # GLR2020 scale: ~11 min, ~8 GB of scratch files
-    "ann": Benchmark("bench_ann.py"),
-    "delg_extract": Benchmark("bench_delg_extract.py"),  # ResNet-50-sized DELG: ~4 min
-    "host_flow": Benchmark("bench_host_flow.py"),  # host-baseline flow vs run, ResNet-50-sized DELG: ~5 min
-    "embedding": Benchmark("bench_embedding.py", ("--size", "224", "--images", "3", "--warmup", "1"), _embedding),
-    "memory": Benchmark("bench_memory.py"),
-    "projection": Benchmark("bench_projection.py", study=True),  # ~18 min
-    "estimators": Benchmark("bench_estimators.py", study=True),
-    "methods": Benchmark("bench_methods.py", study=True),  # also writes README's method table (its own block)
-}
-SUITE = [name for name, bench in BENCHMARKS.items() if not bench.study]
+from suite import (
+    BENCHMARKS,
+    BENCHMARKS_DOC,
+    HERE,
+    METHODS_DOC,
+    SUITE,
+    machine_info,
+    result_path,
+    update_benchmark_table,
+    update_methods_table,
+    write_result,
+)
 
 
 def record_wall_time(name: str, seconds: float) -> None:
@@ -108,8 +85,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                              f"{', '.join(n for n in BENCHMARKS if n not in SUITE)})")
     parser.add_argument("--all", action="store_true", help="the suite and the method studies")
     parser.add_argument("--quick", action="store_true", help="small inputs and few repeats: seconds per benchmark")
-    parser.add_argument("--readme-only", action="store_true", help="run nothing; rewrite the README table")
-    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 when the README table is stale")
+    parser.add_argument("--readme-only", action="store_true",
+                        help="run nothing; rewrite the tables in docs/benchmarks.md and docs/comparing-methods.md")
+    parser.add_argument("--check", action="store_true", help="run nothing; exit 1 when those tables are stale")
     args = parser.parse_args(argv)
     unknown = [n for n in args.names if n not in BENCHMARKS]
     if unknown:
@@ -120,15 +98,14 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         t0 = time.perf_counter()
         failed = [name for name in names if run_one(name, args.quick)]
         print(f"== {len(names)} benchmark(s) in {(time.perf_counter() - t0) / 60:.1f} min", flush=True)
-    current = update_readme(order=list(BENCHMARKS), check=args.check, suite=SUITE)
-    from bench_methods import update_readme as update_methods_table  # README's method comparison block
-
+    current = update_benchmark_table(check=args.check)
     current = update_methods_table(check=args.check) and current
+    where = f"{BENCHMARKS_DOC.relative_to(HERE.parent)} and {METHODS_DOC.relative_to(HERE.parent)}"
     if args.check:
-        state = "is current" if current else "is stale: run benchmarks/run.py --readme-only"
-        print(f"{README.name}: benchmark table {state}")
+        state = "are current" if current else "are stale: run benchmarks/run.py --readme-only"
+        print(f"{where}: tables {state}")
         return 0 if current else 1
-    print(f"{README.name}: benchmark table {'unchanged' if current else 'rewritten'}")
+    print(f"{where}: tables {'unchanged' if current else 'rewritten'}")
     if failed:
         print(f"failed: {', '.join(failed)}", file=sys.stderr)
         return 1

@@ -1,11 +1,22 @@
-"""Shared helpers of the benchmark suite: machine description, medians, JSON results, README table.
+"""The benchmark suite's one registry and one block writer: machine description, medians, JSON
+results, and the generated blocks of README.md and docs/.
 
 Every benchmark script (``bench_*.py``) measures, then calls :func:`write_result`, which writes
-``benchmarks/results/<name>.json``: the figures, a few summary rows for the README, the
+``benchmarks/results/<name>.json``: the figures, a few summary rows for the benchmark table, the
 command that produced them and the machine (CPU model and cores, versions of numpy, OpenCV,
-pydegensac, faiss, TensorFlow). ``python benchmarks/run.py`` runs them and rewrites the table in
-README.md between ``<!-- benchmarks:start -->`` and ``<!-- benchmarks:end -->`` from those files
-(:func:`update_readme`); nothing in that block is typed by hand.
+pydegensac, faiss, TensorFlow). :data:`BENCHMARKS` lists them (``python benchmarks/run.py`` runs
+them). Generated text lives between HTML comment markers, written only through
+:func:`update_block`; nothing in those blocks is typed by hand:
+
+* ``docs/benchmarks.md``, ``<!-- benchmarks:start -->`` ... ``<!-- benchmarks:end -->``: every
+  result's summary rows (:func:`update_benchmark_table`; ``python benchmarks/run.py --readme-only``);
+* ``docs/comparing-methods.md``, ``<!-- methods:start -->`` ... ``<!-- methods:end -->``: the
+  method comparison from ``results/methods.json`` (:func:`update_methods_table`;
+  ``python benchmarks/bench_methods.py --readme-only``);
+* ``README.md``, ``<!-- demo-numbers:start -->`` ...: the demo's scores (``benchmarks/readme_numbers.py``);
+* ``docs/presets.md``, ``<!-- presets:start -->`` ...: the presets (``benchmarks/docs_presets.py``).
+
+This module imports no other benchmarks module, so the scripts never import in a circle.
 """
 from __future__ import annotations
 
@@ -17,13 +28,55 @@ import sys
 import time
 from importlib import metadata
 from pathlib import Path
-from typing import Any, Callable, Dict, List, Mapping, Optional, Sequence, Tuple
+from typing import Any, Callable, Dict, List, Mapping, NamedTuple, Optional, Sequence, Tuple
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
 RESULTS = HERE / "results"
 README = REPO / "README.md"
+DOCS = REPO / "docs"
+#: the benchmark table (every result's summary rows)
+BENCHMARKS_DOC = DOCS / "benchmarks.md"
 START, END = "<!-- benchmarks:start -->", "<!-- benchmarks:end -->"
+#: the method comparison (results/methods.json)
+METHODS_DOC = DOCS / "comparing-methods.md"
+METHODS_MARKERS = ("<!-- methods:start -->", "<!-- methods:end -->")
+
+
+class Benchmark(NamedTuple):
+    script: str
+    quick_args: Tuple[str, ...] = ("--quick",)
+    #: for a script that prints one JSON document instead of writing its result: (setup, rows)
+    wrap: Optional[Callable[[Dict[str, Any]], Tuple[str, List[Tuple[str, str]]]]] = None
+    #: a method study (accuracy through the pipeline): run with --all or by name, not by default
+    study: bool = False
+
+
+def _embedding(doc: Dict[str, Any]) -> Tuple[str, List[Tuple[str, str]]]:
+    setup = (f"the `embedding` backend with {doc['model']} (random weights), {doc['images']} images after warm-up "
+             "calls; median ms per image")
+    rows = [(f"`EmbeddingBackend.extract`, {doc['input']} input", f"{doc['extract_ms_per_image']['median']:.0f} ms per "
+             f"image ({doc['images_per_s']:.1f} images/s), of which {doc['model_call_ms']['median']:.0f} ms in the "
+             "model call")]
+    return setup, rows
+
+
+#: name -> benchmark, in the order of the benchmark table (``run.py`` runs them)
+BENCHMARKS: Dict[str, Benchmark] = {
+    "verify": Benchmark("bench_verify.py"),
+    "retrieve": Benchmark("bench_retrieve.py", study=True),  # extrapolated from 200k rows: knn_scale measures GLR scale
+    "knn_scale": Benchmark("bench_knn_scale.py"),  # GLR2020 scale: ~11 min, ~8 GB of scratch files
+    "ann": Benchmark("bench_ann.py"),
+    "delg_extract": Benchmark("bench_delg_extract.py"),  # ResNet-50-sized DELG: ~4 min
+    "host_flow": Benchmark("bench_host_flow.py"),  # host-baseline flow vs run, ResNet-50-sized DELG: ~5 min
+    "embedding": Benchmark("bench_embedding.py", ("--size", "224", "--images", "3", "--warmup", "1"), _embedding),
+    "memory": Benchmark("bench_memory.py"),
+    "projection": Benchmark("bench_projection.py", study=True),  # ~18 min
+    "estimators": Benchmark("bench_estimators.py", study=True),
+    "methods": Benchmark("bench_methods.py", study=True),  # also writes the method table (its own block)
+}
+#: the performance suite (``make benchmark``); the others are method studies
+SUITE = [name for name, bench in BENCHMARKS.items() if not bench.study]
 
 #: the packages whose versions a result records: label -> distributions that provide it
 PACKAGES: Dict[str, Tuple[str, ...]] = {
@@ -186,7 +239,7 @@ def write_result(name: str, setup: str, rows: Sequence[Tuple[str, str]], figures
     Args:
         name: the benchmark's name (``verify``, ``retrieve``, ...): ``results/<name>.json``.
         setup: one sentence: what is measured, on what data.
-        rows: ``(measurement, result)`` pairs for the README table.
+        rows: ``(measurement, result)`` pairs for the benchmark table.
         figures: every figure measured (nested JSON).
         quick: measured with ``--quick`` (smaller, fewer repeats: indicative only).
         out: another path for the JSON file.
@@ -258,7 +311,7 @@ def wall_times_line(results: Mapping[str, Mapping[str, Any]], names: Sequence[st
 
 def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] = (),
                  suite: Sequence[str] = ()) -> str:
-    """The README block: machine line(s), one table of every benchmark's summary rows, setups,
+    """The benchmark block: machine line(s), one table of every benchmark's summary rows, setups,
     wall times."""
     names = [n for n in order if n in results] + sorted(n for n in results if n not in order)
     machines = {n: describe_machine(results[n].get("machine", {})) for n in names}
@@ -289,12 +342,12 @@ def render_table(results: Mapping[str, Mapping[str, Any]], order: Sequence[str] 
     return "\n".join(lines)
 
 
-def read_block(text: str, markers: Tuple[str, str] = (START, END)) -> str:
-    """The README content between ``markers`` (the benchmark table's by default), without them."""
+def read_block(text: str, markers: Tuple[str, str] = (START, END), name: str = "the file") -> str:
+    """The content between ``markers`` (the benchmark table's by default), without them."""
     first, last = markers
     start, end = text.find(first), text.find(last)
     if start < 0 or end < start:
-        raise ValueError(f"README.md has no {first} ... {last} block")
+        raise ValueError(f"{name} has no {first} ... {last} block")
     return text[start + len(first):end].strip("\n")
 
 
@@ -303,6 +356,25 @@ def replace_block(text: str, content: str, markers: Tuple[str, str] = (START, EN
     read_block(text, markers)
     start, end = text.find(markers[0]) + len(markers[0]), text.find(markers[1])
     return f"{text[:start]}\n{content}\n{text[end:]}"
+
+
+def update_block(path: Path, markers: Tuple[str, str], block: str, check: bool = False) -> bool:
+    """Write ``block`` between ``markers`` in ``path`` (README.md or a docs/ file), the rest of
+    the file untouched: the one writer of every generated block.
+
+    Returns:
+        True when the block was already current; with ``check``, nothing is written.
+
+    Raises:
+        ValueError: ``path`` has no such block.
+    """
+    path = Path(path)
+    text = path.read_text(encoding="utf-8")
+    if read_block(text, markers, path.name) == block:
+        return True
+    if not check:
+        path.write_text(replace_block(text, block, markers), encoding="utf-8")
+    return False
 
 
 def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
@@ -317,17 +389,43 @@ def pair_ap(inliers: Sequence[int], positive: Sequence[bool]) -> float:
     return float(np.mean(hits[rel] / (np.flatnonzero(rel) + 1)))
 
 
-def update_readme(order: Sequence[str] = (), check: bool = False, readme: Path = README,
-                  results_dir: Path = RESULTS, suite: Sequence[str] = ()) -> bool:
-    """Rewrite README.md's benchmark block from ``results/*.json``.
+def update_benchmark_table(check: bool = False, doc: Path = BENCHMARKS_DOC, results_dir: Path = RESULTS,
+                           order: Optional[Sequence[str]] = None, suite: Optional[Sequence[str]] = None) -> bool:
+    """Rewrite the benchmark block of ``docs/benchmarks.md`` from ``results/*.json`` (rows in
+    the order of :data:`BENCHMARKS`, the wall times of :data:`SUITE` summed).
 
     Returns:
         True when the block was already current; with ``check``, nothing is written.
     """
-    text = readme.read_text(encoding="utf-8")
-    block = render_table(load_results(results_dir), order, suite)
-    if read_block(text) == block:
+    block = render_table(load_results(results_dir), list(BENCHMARKS) if order is None else order,
+                         SUITE if suite is None else suite)
+    return update_block(doc, (START, END), block, check)
+
+
+def render_methods(doc: Mapping[str, Any]) -> str:
+    """The method-comparison block from a ``methods.json`` document (``bench_methods.py``)."""
+    from landmark_retrieval.compare import Row, format_table
+
+    figures = doc["figures"]
+    rows = [Row(**r) for r in figures["rows"]]
+    machine = doc.get("machine", {})
+    share = machine.get("other_processes_cpu_share")
+    busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
+            if share and share > 0.05 else "")
+    lines = [format_table(rows, figures["datasets"]), "",
+             f"*`{doc['command']}`{' (quick: demo only, fewer methods)' if doc.get('quick') else ''}, "
+             f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}. GAP and mAP@100: global-only → "
+             "verified (one value: global only). ms / image: the extract step per database + test image "
+             "(codebook / vocabulary / GMM fitting included, model loading excluded). bytes / image: global "
+             "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB).*"]
+    return "\n".join(lines)
+
+
+def update_methods_table(check: bool = False, doc: Path = METHODS_DOC, result: Optional[Path] = None) -> bool:
+    """Rewrite the method block of ``docs/comparing-methods.md`` from ``results/methods.json``;
+    True when already current (or when there is no result yet). With ``check`` nothing is written."""
+    path = result or result_path("methods")
+    if not path.is_file():
         return True
-    if not check:
-        readme.write_text(replace_block(text, block), encoding="utf-8")
-    return False
+    block = render_methods(json.loads(path.read_text(encoding="utf-8")))
+    return update_block(doc, METHODS_MARKERS, block, check)

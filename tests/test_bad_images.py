@@ -14,11 +14,12 @@ import pytest
 from PIL import Image
 
 from landmark_retrieval import cli
-from landmark_retrieval.dataset import image_path, read_train_csv
-from landmark_retrieval.images import ImageTooLargeError, decode_image
-from landmark_retrieval.store import FeatureStore
-from landmark_retrieval.submit import read_submission
-from landmark_retrieval.verify import load_verification
+from landmark_retrieval.io.dataset import image_path
+from landmark_retrieval.io.images import ImageTooLargeError, decode_image
+from landmark_retrieval.io.layout import load_verification
+from landmark_retrieval.io.store import FeatureStore
+from landmark_retrieval.io.submission import read_submission
+from landmark_retrieval.io.tables import read_train_csv
 
 SETTINGS = ["--preset", "demo", "--set", "verify.num_workers=1"]
 

@@ -16,15 +16,9 @@ import numpy as np
 import pytest
 
 from landmark_retrieval import kaggle
-from landmark_retrieval.dataset import (
-    Solution,
-    find_images,
-    image_path,
-    load_dataset,
-    read_solution_csv,
-    read_train_csv,
-)
 from landmark_retrieval.evaluate import evaluate_run
+from landmark_retrieval.io.dataset import find_images, image_path, load_dataset
+from landmark_retrieval.io.tables import Solution, read_solution_csv, read_train_csv
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 
@@ -371,7 +365,7 @@ def demo_builds(monkeypatch):
         built.append(Path(root))
         return Path(root)
 
-    monkeypatch.setattr("landmark_retrieval.demo.build_demo_dataset", fake_build)
+    monkeypatch.setattr(kaggle, "build_demo_dataset", fake_build)
     return built
 
 

@@ -1,4 +1,5 @@
-"""The benchmark suite's bookkeeping: JSON results and the README table generated from them.
+"""The benchmark suite's bookkeeping: JSON results and the tables generated from them
+(docs/benchmarks.md, docs/comparing-methods.md).
 
 No benchmark runs here (speed figures live in ``benchmarks/``, never in timed tests).
 """
@@ -29,7 +30,7 @@ def suite(benchmarks):
     return benchmarks[0]
 
 
-def test_result_files_and_readme_table(suite, tmp_path, monkeypatch):
+def test_result_files_and_benchmark_table(suite, tmp_path, monkeypatch):
     started = suite.machine_info()
     assert started["cores"] >= 1 and "numpy" in started["versions"] and "cpu_snapshot" in started
     monkeypatch.setattr(sys, "argv", ["benchmarks/bench_x.py", "--quick"])
@@ -44,11 +45,11 @@ def test_result_files_and_readme_table(suite, tmp_path, monkeypatch):
     assert f"Measured on {started['cpu']}, {started['cores']} cores" in table and "`--quick`" in table
     assert "* `x` (`python benchmarks/bench_x.py --quick`): what is measured" in table
     # the block is replaced, the rest of the file kept
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{suite.START}\nold\n{suite.END}\nrest\n")
-    assert suite.update_readme(readme=readme, results_dir=tmp_path) is False
-    assert readme.read_text() == f"intro\n{suite.START}\n{table}\n{suite.END}\nrest\n"
-    assert suite.update_readme(readme=readme, results_dir=tmp_path, check=True) is True
+    doc = tmp_path / "benchmarks.md"
+    doc.write_text(f"intro\n{suite.START}\nold\n{suite.END}\nrest\n")
+    assert suite.update_benchmark_table(doc=doc, results_dir=tmp_path, order=[], suite=[]) is False
+    assert doc.read_text() == f"intro\n{suite.START}\n{table}\n{suite.END}\nrest\n"
+    assert suite.update_benchmark_table(doc=doc, results_dir=tmp_path, order=[], suite=[], check=True) is True
     with pytest.raises(ValueError, match="benchmarks:start"):
         suite.read_block("no markers")
 
@@ -78,23 +79,36 @@ def test_run_records_wall_time_in_the_result(benchmarks, tmp_path, monkeypatch):
     assert json.loads((tmp_path / "x.json").read_text()) == {"name": "x", "summary": [], "wall_s": 12.3}
     run.record_wall_time("missing", 1.0)  # a failed benchmark wrote nothing: nothing to record
     assert not (tmp_path / "missing.json").exists()
-    assert run.SUITE and not {"projection", "methods", "estimators"} & set(run.SUITE)
+    assert suite.SUITE and not {"projection", "methods", "estimators"} & set(suite.SUITE)
+    assert run.BENCHMARKS is suite.BENCHMARKS  # one registry
 
 
-def test_readme_benchmark_table_is_generated_from_the_results(benchmarks):
-    """README.md's benchmark block is what ``python benchmarks/run.py --readme-only`` writes
-    from ``benchmarks/results/*.json``."""
-    suite, run = benchmarks
-    assert set(suite.load_results()) <= set(run.BENCHMARKS)
-    block = suite.read_block((REPO / "README.md").read_text(encoding="utf-8"))
-    assert block == suite.render_table(suite.load_results(), list(run.BENCHMARKS), run.SUITE), \
-        "README.md's benchmark table is stale: run `python benchmarks/run.py --readme-only`"
+def test_benchmark_table_is_generated_from_the_results(benchmarks):
+    """docs/benchmarks.md's benchmark block is what ``python benchmarks/run.py --readme-only``
+    writes from ``benchmarks/results/*.json``."""
+    suite, _ = benchmarks
+    assert set(suite.load_results()) <= set(suite.BENCHMARKS)
+    block = suite.read_block(suite.BENCHMARKS_DOC.read_text(encoding="utf-8"))
+    assert block == suite.render_table(suite.load_results(), list(suite.BENCHMARKS), suite.SUITE), \
+        "docs/benchmarks.md's benchmark table is stale: run `python benchmarks/run.py --readme-only`"
+    assert suite.update_benchmark_table(check=True)
+
+
+def test_generated_blocks_live_in_docs_not_in_the_readme(benchmarks):
+    """The README keeps only the demo scores; the benchmark and method tables moved to docs/."""
+    suite, _ = benchmarks
+    readme = suite.README.read_text(encoding="utf-8")
+    for marker in (suite.START, *suite.METHODS_MARKERS):
+        assert marker not in readme
+    assert suite.BENCHMARKS_DOC.parent == suite.METHODS_DOC.parent == REPO / "docs"
 
 
 def test_methods_table_is_rendered_from_its_result(benchmarks, tmp_path):
-    """bench_methods.py writes README's method-comparison block from results/methods.json, and the
-    committed block is current."""
+    """suite.py writes docs/comparing-methods.md's method block from results/methods.json (the
+    result bench_methods.py writes), and the committed block is current."""
     import bench_methods
+
+    suite, _ = benchmarks
 
     row = {"method": "vlad+sift", "dataset": "demo", "status": "ok", "global_": "VLAD", "local": "RootSIFT",
            "global_gap": 0.5, "verified_gap": 0.75, "global_map100": 0.25, "verified_map100": 1.0, "extract_ms": 10.0,
@@ -105,15 +119,16 @@ def test_methods_table_is_rendered_from_its_result(benchmarks, tmp_path):
            "figures": {"datasets": ["demo"], "rows": [row, skipped]}}
     result = tmp_path / "methods.json"
     result.write_text(json.dumps(doc))
-    block = bench_methods.render(doc)
+    block = suite.render_methods(doc)
     assert "| `vlad+sift` | VLAD | RootSIFT | 0.500 → 0.750 | 0.250 → 1.000 | 10 | 16.0 KB + 1.0 KB |" in block
     assert "* `bow+sift`: skipped (KeyError: x)" in block and "quick" in block and "50% of the CPU" in block
     assert bench_methods.summary_rows(doc["figures"]["rows"])[1] == (
         "demo: best GAP; best global-only GAP", "`vlad+sift` 0.7500; `vlad+sift` 0.5000")
-    readme = tmp_path / "README.md"
-    readme.write_text(f"intro\n{bench_methods.START}\n{bench_methods.END}\nrest\n")
-    assert bench_methods.update_readme(readme=readme, result=result) is False
-    assert readme.read_text() == f"intro\n{bench_methods.START}\n{block}\n{bench_methods.END}\nrest\n"
-    assert bench_methods.update_readme(readme=readme, result=result, check=True) is True
-    assert bench_methods.update_readme(check=True), \
-        "README.md's method table is stale: run `python benchmarks/bench_methods.py --readme-only`"
+    start, end = suite.METHODS_MARKERS
+    md = tmp_path / "comparing-methods.md"
+    md.write_text(f"intro\n{start}\n{end}\nrest\n")
+    assert suite.update_methods_table(doc=md, result=result) is False
+    assert md.read_text() == f"intro\n{start}\n{block}\n{end}\nrest\n"
+    assert suite.update_methods_table(doc=md, result=result, check=True) is True
+    assert suite.update_methods_table(check=True), \
+        "docs/comparing-methods.md's method table is stale: run `python benchmarks/bench_methods.py --readme-only`"

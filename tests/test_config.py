@@ -4,23 +4,22 @@ import logging
 
 import pytest
 
-from landmark_retrieval.backends import BACKENDS
-from landmark_retrieval.config import (
-    BASELINE_SCALES,
+from landmark_retrieval.backends.registry import BACKENDS
+from landmark_retrieval.config import BASELINE_SCALES, Config, ExtractConfig, extract_sections
+from landmark_retrieval.io.layout import config_path
+from landmark_retrieval.overrides import parse_overrides
+from landmark_retrieval.presets import (
     PRESETS,
-    Config,
-    ExtractConfig,
     config_diff,
-    extract_sections,
+    config_summary,
     format_changes,
     get_config,
     list_presets,
-    parse_overrides,
     read_run_config,
+    relevant_settings,
     resolve_run_config,
     save_run_config,
 )
-from landmark_retrieval.layout import config_path
 
 
 def test_kaggle_baseline_preset_matches_the_host_baseline():
@@ -109,9 +108,9 @@ def test_presets_listed_and_described():
 
 
 def test_relevant_settings_of_a_backend():
-    sift = get_config("demo").to_dict(relevant_only=True)["extract"]
+    sift = relevant_settings(get_config("demo"))["extract"]
     assert "sift" in sift and "vlad" in sift and "delg" not in sift and "model_path" not in sift
-    delg = get_config("kaggle-baseline").to_dict(relevant_only=True)["extract"]
+    delg = relevant_settings(get_config("kaggle-baseline"))["extract"]
     assert "delg" in delg and "model_path" in delg and "sift" not in delg and "vlad" not in delg
     assert "delg" in get_config("demo").to_dict()["extract"]  # the full dict keeps everything
 
@@ -122,8 +121,8 @@ def test_config_diff_and_summary():
     assert config_diff(a, a) == []
     assert format_changes([("verify.num_to_rerank", 10, 20)]) == "verify.num_to_rerank: 10 -> 20"
     assert ("name", "demo", "default") in config_diff(a, get_config("default"))
-    assert b.summary() == "preset demo + extract.sift.max_keypoints=5 verify.num_to_rerank=20"
-    assert a.summary() == "preset demo (unchanged)"
+    assert config_summary(b) == "preset demo + extract.sift.max_keypoints=5 verify.num_to_rerank=20"
+    assert config_summary(a) == "preset demo (unchanged)"
 
 
 def test_run_config_is_saved_resumed_and_overridden(tmp_path, caplog):

@@ -12,7 +12,8 @@ from pathlib import Path
 import pytest
 
 from landmark_retrieval import cli
-from landmark_retrieval.store import FeatureStore, ShardWriter, validate_shard
+from landmark_retrieval.io.store import FeatureStore, validate_shard
+from landmark_retrieval.io.writer import ShardWriter
 
 SETTINGS = ["--preset", "demo", "--set", "verify.num_workers=1", "--set", "extract.shard_size=4"]
 
@@ -139,7 +140,7 @@ def test_interrupted_add_leaves_no_partial_image(tmp_path):
     """A KeyboardInterrupt in the middle of an image: the finished images are kept, not it."""
     import numpy as np
 
-    from landmark_retrieval.backends.base import Features
+    from landmark_retrieval.features import Features
 
     def feats(n):
         return Features(np.zeros((n, 2), np.float32), np.ones((n, 4), np.float32) / 2,

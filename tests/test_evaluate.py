@@ -2,12 +2,12 @@ import json
 
 import pytest
 
-from landmark_retrieval.dataset import Solution
-from landmark_retrieval.evaluate import (
+from landmark_retrieval.evaluate import score_submission
+from landmark_retrieval.io.tables import Solution
+from landmark_retrieval.metrics import (
     global_average_precision,
     mean_average_precision,
     relevant_train_images,
-    score_submission,
     top1_accuracy,
 )
 

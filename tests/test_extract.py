@@ -4,11 +4,13 @@ import shutil
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends.base import Backend, Features
-from landmark_retrieval.config import get_config
-from landmark_retrieval.dataset import load_dataset
-from landmark_retrieval.extract import extract, feature_dir
-from landmark_retrieval.store import FeatureStore, read_meta
+from landmark_retrieval.backends.base import Backend
+from landmark_retrieval.extract import extract
+from landmark_retrieval.features import Features
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import feature_dir
+from landmark_retrieval.io.store import FeatureStore, read_meta
+from landmark_retrieval.presets import get_config
 
 
 class CountingBackend(Backend):
@@ -76,7 +78,7 @@ def test_changed_settings_are_detected(small_dataset, tmp_path):
 
 
 def test_codebook_fit_reads_a_bounded_sample(small_dataset, tmp_path, monkeypatch):
-    from landmark_retrieval.backends.sift import VladAggregator
+    from landmark_retrieval.backends.aggregators import VladAggregator
 
     seen = []
     fit = VladAggregator.fit

@@ -46,7 +46,7 @@ def no_pipeline(monkeypatch):
         Path(out).write_text("id,landmarks\nx,1 1.0\n")
         return RunResult(work=Path(work), submission=Path(out), timings={"extract": 1.0})
 
-    monkeypatch.setattr("landmark_retrieval.pipeline.run", fake_run)
+    monkeypatch.setattr("landmark_retrieval.kaggle.run", fake_run)
     return calls
 
 
@@ -118,7 +118,8 @@ def test_local_missing_paths(tmp_path, monkeypatch):
     with pytest.raises(ValueError, match="DATA"):
         kaggle.resolve_paths(None, build_demo=False, kaggle_input=tmp_path)
     built = []
-    monkeypatch.setattr("landmark_retrieval.demo.build_demo_dataset", lambda root, spec=None: built.append(Path(root)))
+    monkeypatch.setattr("landmark_retrieval.kaggle.build_demo_dataset",
+                        lambda root, spec=None: built.append(Path(root)))
     # a given DATA that does not exist is an error, never the demo (see test_bad_inputs.py)
     with pytest.raises(FileNotFoundError, match="does not exist"):
         kaggle.resolve_paths(tmp_path / "demo", kaggle_input=tmp_path)

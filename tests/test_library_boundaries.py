@@ -10,9 +10,10 @@ import inspect
 import numpy as np
 import pytest
 
-from landmark_retrieval import evaluate, metrics
+from landmark_retrieval import metrics
 from landmark_retrieval.config import VerifyConfig
-from landmark_retrieval.dataset import Solution
+from landmark_retrieval.io.tables import Solution
+from landmark_retrieval.matching.pairs import estimate_homography
 from landmark_retrieval.metrics import (
     global_average_precision,
     mean_average_precision,
@@ -20,8 +21,7 @@ from landmark_retrieval.metrics import (
     score_predictions,
     top1_accuracy,
 )
-from landmark_retrieval.retrieve import knn
-from landmark_retrieval.verify import estimate_homography
+from landmark_retrieval.search.exact import knn
 
 
 def _unit(rng, n: int, d: int = 8) -> np.ndarray:
@@ -152,12 +152,6 @@ def test_estimate_homography_accepts_matching_shapes(rng):
 # ---------------------------------------------------------------------------------------------
 # metrics
 # ---------------------------------------------------------------------------------------------
-def test_evaluate_re_exports_the_metrics():
-    for name in ("global_average_precision", "top1_accuracy", "mean_average_precision",
-                 "relevant_train_images", "score_predictions"):
-        assert getattr(evaluate, name) is getattr(metrics, name)
-
-
 def test_metrics_module_does_no_file_io():
     source = inspect.getsource(metrics)
     for word in ("open(", "read_", "write", "pathlib", "import os", "json", "csv"):

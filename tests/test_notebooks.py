@@ -21,9 +21,9 @@ import pytest
 from PIL import Image
 
 from landmark_retrieval.demo import build_demo_dataset
-from landmark_retrieval.extract import feature_dir
-from landmark_retrieval.store import read_meta
-from landmark_retrieval.submit import read_submission
+from landmark_retrieval.io.layout import feature_dir
+from landmark_retrieval.io.store import read_meta
+from landmark_retrieval.io.submission import read_submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_glr2020_submission.ipynb", "03_visualise_matches.ipynb",
@@ -224,7 +224,7 @@ def test_03_visualise(backend, demo_data, tmp_path, tmp_path_factory, monkeypatc
 @pytest.mark.parametrize("backend", ["sift", "delg"])
 def test_04_retrieval(backend, tmp_path, tmp_path_factory, monkeypatch, request):
     from landmark_retrieval.demo import DemoSpec
-    from landmark_retrieval.submit import read_retrieval_submission
+    from landmark_retrieval.io.submission import read_retrieval_submission
 
     data = build_demo_dataset(tmp_path_factory.getbasetemp() / "lr_demo_retrieval", DemoSpec(task="retrieval"))
     model = request.getfixturevalue("delg_model") if backend == "delg" else None

@@ -2,8 +2,8 @@
 import pytest
 
 from landmark_retrieval.cli import main
-from landmark_retrieval.dataset import load_dataset
-from landmark_retrieval.submit import read_submission
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.submission import read_submission
 from landmark_retrieval.testing.groups import build_glr_from_groups
 
 pytestmark = pytest.mark.slow
@@ -55,9 +55,8 @@ def test_run_with_delg_on_real_photos(shared_data, exports, tmp_path):
 
 
 def test_train_local_features_only_for_candidates(small_dataset, exports, tmp_path):
-    from landmark_retrieval.extract import feature_dir
-    from landmark_retrieval.retrieve import load_retrieval
-    from landmark_retrieval.store import FeatureStore
+    from landmark_retrieval.io.layout import feature_dir, load_retrieval
+    from landmark_retrieval.io.store import FeatureStore
 
     work = tmp_path / "work"
     base = ["--data", str(small_dataset), "--work", str(work), "--preset", "kaggle-baseline",

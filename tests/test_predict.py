@@ -1,8 +1,9 @@
 import numpy as np
 import pytest
 
-from landmark_retrieval.config import get_config
-from landmark_retrieval.predict import Candidates, predict_one, rerank, total_scores, vote
+from landmark_retrieval.io.candidates import Candidates
+from landmark_retrieval.presets import get_config
+from landmark_retrieval.search.rerank import predict_one, rerank, total_scores, vote
 
 
 def test_total_score_is_the_host_baseline_formula():

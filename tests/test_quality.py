@@ -11,19 +11,20 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from landmark_retrieval.config import get_config
-from landmark_retrieval.dataset import Dataset
-from landmark_retrieval.layout import feature_dir, nonlandmark_feature_dir, read_predictions
-from landmark_retrieval.predict import (
-    Candidates,
+from landmark_retrieval.extract import extract
+from landmark_retrieval.io.candidates import Candidates
+from landmark_retrieval.io.dataset import Dataset
+from landmark_retrieval.io.layout import feature_dir, nonlandmark_feature_dir, read_predictions
+from landmark_retrieval.io.writer import ShardWriter
+from landmark_retrieval.predict import predict
+from landmark_retrieval.presets import get_config
+from landmark_retrieval.search.rerank import (
     best_candidate,
     inlier_confidence,
     nonlandmark_flags,
-    predict,
     predict_one,
     recognize,
 )
-from landmark_retrieval.store import ShardWriter
 
 F = np.float32  # retrieval scores are float32: the hand computations use the same values
 
@@ -205,7 +206,7 @@ def test_nonlandmark_options_are_checked():
 def test_nonlandmark_dir_flags_images_like_the_folder(small_dataset, tmp_path):
     """(c) end to end: the non-landmark folder holds the demo's distractor test images (other
     files, same pixels): exactly those test images are flagged; the store is extracted once."""
-    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.io.dataset import load_dataset
     from landmark_retrieval.pipeline import run
 
     data = load_dataset(small_dataset)
@@ -220,6 +221,9 @@ def test_nonlandmark_dir_flags_images_like_the_folder(small_dataset, tmp_path):
         shutil.copyfile(data.path("test", i), folder / f"copy-{i}.jpg")
     (folder / "notes.txt").write_text("not an image")
     nl = get_config("demo", {"predict": {"nonlandmark_dir": str(tmp_path / "nonlandmark"), "nonlandmark_factor": 0.5}})
+    with pytest.raises(ValueError, match="run `landmark-retrieval extract`"):
+        predict(nl, data, work)  # predict only reads: the extract step describes the folder
+    extract(nl, data, work)
     predict(nl, data, work)
     out = read_predictions(work)
     flagged = {i for i in out if out[i] != base[i]}
@@ -229,15 +233,19 @@ def test_nonlandmark_dir_flags_images_like_the_folder(small_dataset, tmp_path):
     store = nonlandmark_feature_dir(work)
     shards = sorted(p.name for p in store.glob("*.h5"))
     assert shards and (store / "meta.json").is_file()
-    predict(nl, data, work)  # reused, not extracted again
-    assert sorted(p.name for p in store.glob("*.h5")) == shards and read_predictions(work) == out
-    (folder / f"copy-{distractors[0]}.jpg").unlink()  # another image list: extracted again
+    extract(nl, data, work)  # reused, not extracted again
     predict(nl, data, work)
-    assert (store / "meta.json").is_file()
+    assert sorted(p.name for p in store.glob("*.h5")) == shards and read_predictions(work) == out
+    (folder / f"copy-{distractors[0]}.jpg").unlink()  # another image list: out of date, extracted again
+    with pytest.raises(ValueError, match="other features"):
+        predict(nl, data, work)
+    extract(nl, data, work)
+    predict(nl, data, work)
+    assert (store / "meta.json").is_file() and read_predictions(work) != base
 
 
 def test_presets_keep_the_rules_off_except_classical_best():
-    from landmark_retrieval.config import PRESETS, config_diff
+    from landmark_retrieval.presets import PRESETS, config_diff
 
     for name in PRESETS:
         p = get_config(name).predict

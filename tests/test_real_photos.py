@@ -2,13 +2,13 @@
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends import make_backend
-from landmark_retrieval.config import get_config
-from landmark_retrieval.images import read_image
+from landmark_retrieval.backends.registry import make_backend
+from landmark_retrieval.io.images import read_image
+from landmark_retrieval.matching.pairs import verify_pair
 from landmark_retrieval.pipeline import run
+from landmark_retrieval.presets import get_config
 from landmark_retrieval.testing.groups import build_glr_from_groups
 from landmark_retrieval.testing.two_view import grid_error, project
-from landmark_retrieval.verify import verify_pair
 
 # viewpoint/zoom changes that plain SIFT cannot match (graf 1->5, 1->6; boat 1->6)
 TOO_HARD = {("graf", 5), ("graf", 6), ("boat", 6)}

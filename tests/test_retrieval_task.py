@@ -11,14 +11,15 @@ import numpy as np
 import pytest
 
 from landmark_retrieval import cli
-from landmark_retrieval.candidates import Candidates
-from landmark_retrieval.config import get_config
-from landmark_retrieval.dataset import RetrievalSolution, load_dataset, read_retrieval_solution_csv
 from landmark_retrieval.evaluate import score_rankings, score_submission
-from landmark_retrieval.layout import load_retrieval
-from landmark_retrieval.predict import rank_index
+from landmark_retrieval.io.candidates import Candidates
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import load_retrieval
+from landmark_retrieval.io.submission import read_retrieval_submission, write_retrieval_submission
+from landmark_retrieval.io.tables import RetrievalSolution, read_retrieval_solution_csv
+from landmark_retrieval.presets import get_config
 from landmark_retrieval.retrieve import infer_labels
-from landmark_retrieval.submit import read_retrieval_submission, write_retrieval_submission
+from landmark_retrieval.search.rerank import rank_index
 
 
 @pytest.fixture(scope="module")

@@ -1,7 +1,7 @@
 import numpy as np
 import pytest
 
-from landmark_retrieval.retrieve import knn
+from landmark_retrieval.search.exact import knn
 
 
 def unit_rows(x):
@@ -55,9 +55,10 @@ def test_knn_half_precision_database(rng, use_faiss):
 
 
 def test_retrieve_step_half_precision(small_dataset, tmp_path):
-    from landmark_retrieval.config import get_config
     from landmark_retrieval.extract import extract
-    from landmark_retrieval.retrieve import load_retrieval, retrieve
+    from landmark_retrieval.io.layout import load_retrieval
+    from landmark_retrieval.presets import get_config
+    from landmark_retrieval.retrieve import retrieve
 
     work = tmp_path / "w"
     extract(get_config("demo"), small_dataset, work)

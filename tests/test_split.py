@@ -116,7 +116,7 @@ def test_write_validation_layout_and_refusal(tmp_path):
 
 def test_split_command_makes_a_dataset_the_pipeline_reads(small_dataset, tmp_path, capsys):
     from landmark_retrieval.cli import main
-    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.io.dataset import load_dataset
 
     out = tmp_path / "val"
     assert main(["split", "--data", str(small_dataset), "--out", str(out), "--fraction", "0.3",

@@ -2,7 +2,7 @@ import csv
 
 import pytest
 
-from landmark_retrieval.submit import read_submission, write_submission
+from landmark_retrieval.io.submission import read_submission, write_submission
 
 
 def test_submission_format_round_trip(tmp_path):

@@ -3,11 +3,12 @@ import os
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends.base import Features
-from landmark_retrieval.config import VerifyConfig, get_config
+from landmark_retrieval.config import VerifyConfig
+from landmark_retrieval.features import Features
+from landmark_retrieval.matching.pairs import estimate_homography, match_descriptors, verify_pair
+from landmark_retrieval.presets import get_config
 from landmark_retrieval.testing.reference import reference_matches
 from landmark_retrieval.testing.two_view import project
-from landmark_retrieval.verify import estimate_homography, match_descriptors, verify_pair
 
 E = np.eye(4, dtype=np.float32)
 
@@ -169,8 +170,8 @@ def test_match_descriptors_checks_its_arguments():
 def real_features(shared_data):
     """RootSIFT (1000 strongest keypoints) of a few real photographs: pairs of the same scene
     (Oxford graf and boat, two pairs of Sacre Coeur) and of different scenes."""
-    from landmark_retrieval.backends import make_backend
-    from landmark_retrieval.images import read_image
+    from landmark_retrieval.backends.registry import make_backend
+    from landmark_retrieval.io.images import read_image
 
     sift = make_backend(get_config("default", ["extract.sift.max_keypoints=1000"]).extract)
     paths = ["oxford_affine/graf/img1.png", "oxford_affine/graf/img3.png", "oxford_affine/boat/img1.png",
@@ -254,7 +255,7 @@ def test_delg_like_features_separate_same_landmark_pairs():
 
 
 def test_worker_processes_get_one_blas_thread(monkeypatch):
-    from landmark_retrieval import verify
+    from landmark_retrieval.matching import pool as verify
 
     monkeypatch.setenv("OPENBLAS_NUM_THREADS", "7")
     monkeypatch.delenv("OMP_NUM_THREADS", raising=False)

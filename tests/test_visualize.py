@@ -5,13 +5,14 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from landmark_retrieval import get_config, visualize
+from landmark_retrieval import visualize
 from landmark_retrieval.cli import main
-from landmark_retrieval.dataset import load_dataset
 from landmark_retrieval.demo import _image_id, build_demo_dataset
-from landmark_retrieval.extract import feature_dir
-from landmark_retrieval.store import FeatureStore
-from landmark_retrieval.verify import load_verification, verification_path, verify_pair
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import feature_dir, load_verification, verification_path
+from landmark_retrieval.io.store import FeatureStore
+from landmark_retrieval.matching.pairs import verify_pair
+from landmark_retrieval.presets import get_config
 from landmark_retrieval.viz import figure_to_array, plot_keypoints, save_figure
 
 

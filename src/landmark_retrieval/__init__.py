@@ -15,7 +15,7 @@ import logging
 
 __version__ = "0.1.0"
 
-from .progress import TqdmHandler  # noqa: E402
+from .io.progress import TqdmHandler  # noqa: E402
 
 logger = logging.getLogger("landmark_retrieval")
 if not logger.handlers:
@@ -27,6 +27,5 @@ if not logger.handlers:
     logger.setLevel(logging.INFO)
     logger.propagate = False
 
-from .config import Config, get_config, list_presets  # noqa: E402
 
-__all__ = ["Config", "get_config", "list_presets", "logger", "__version__"]
+__all__ = ["logger", "__version__"]

@@ -20,7 +20,7 @@ stops, and the submission is predicted from the images extracted by then (in
 time) continues where this one stopped and ends with the submission an unbudgeted run writes.
 
 Steps stop at safe points only: an observer of the progress bars (see
-:func:`landmark_retrieval.progress.observe_progress`) raises :class:`BudgetExhausted` after an
+:func:`landmark_retrieval.io.progress.observe_progress`) raises :class:`BudgetExhausted` after an
 image is stored or a test image is verified, which the steps handle like Ctrl-C (the current
 shard is completed, finished verifications are kept). Retrieval, the codebook and predicting are
 never stopped: the plan keeps time for them before the deadline, plus a safety margin
@@ -30,59 +30,24 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import math
 import os
 import re
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from .config import parse_duration
+
 if TYPE_CHECKING:  # no import cycle: config imports parse_duration from here
-    from .backends import Backend
+    from .backends.base import Backend
     from .config import Config
-    from .dataset import Dataset
+    from .io.dataset import Dataset
 
 logger = logging.getLogger("landmark_retrieval")
 
-__all__ = ["Budget", "BudgetExhausted", "RunPlan", "parse_duration", "format_duration"]
 
 _UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
 _PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(d|h|m|s|)\s*", re.IGNORECASE)
-
-
-def parse_duration(value: Any, where: str = "run.time_budget") -> Optional[float]:
-    """Seconds from ``3600``, ``"3600"``, ``"8h30m"``, ``"90m"``, ``"1.5h"``, ``"45s"`` or ``"1d"``;
-    None for None, ``""``, ``"none"`` or ``"off"``.
-
-    Raises:
-        ValueError: naming ``where``, for anything else, zero or a negative time.
-    """
-    if value is None:
-        return None
-    seconds: Optional[float] = None
-    if isinstance(value, bool):
-        seconds = None
-    elif isinstance(value, (int, float)):
-        seconds = float(value)
-    elif isinstance(value, str):
-        text = value.strip().lower()
-        if text in ("", "none", "null", "off"):
-            return None
-        pos, total, units = 0, 0.0, []
-        while pos < len(text):
-            m = _PART.match(text, pos)
-            if not m or m.end() == pos:
-                break
-            units.append(m.group(2))
-            total += float(m.group(1)) * _UNIT.get(m.group(2) or "s", 1.0)
-            pos = m.end()
-        # a bare number is seconds; several parts each need their unit ("8h30" is ambiguous)
-        if pos == len(text) and units and (len(units) == 1 or all(units)):
-            seconds = total
-    if seconds is None or not math.isfinite(seconds) or seconds <= 0:
-        raise ValueError(f"{where}: expected a positive number of seconds or a duration such as 8h30m, 90m or "
-                         f"45s (none = no limit), got {value!r}")
-    return seconds
 
 
 def format_duration(seconds: float) -> str:
@@ -196,7 +161,7 @@ class Budget:
 
     # -- observing and stopping -----------------------------------------------------------------
     def observe(self, desc: str, done: int, total: Optional[int]) -> None:
-        """Progress observer (see :func:`landmark_retrieval.progress.observe_progress`)."""
+        """Progress observer (see :func:`landmark_retrieval.io.progress.observe_progress`)."""
         t = self.clock()
         rate = self.rates.get(desc)
         if done == 0 or rate is None:

@@ -10,7 +10,7 @@ dataset with :func:`landmark_retrieval.pipeline.run` and measures:
 * extraction time per image (the extract step, codebook / vocabulary / GMM fitting included,
   model loading excluded) and verification time per test image;
 * bytes per image of the global descriptor and of the local descriptors, as stored in the
-  feature stores (:meth:`landmark_retrieval.store.FeatureStore.sizes`).
+  feature stores (:meth:`landmark_retrieval.io.store.FeatureStore.sizes`).
 
 A method whose options this version does not have (the config raises ``KeyError``/``ValueError``)
 or whose dependency or model is missing (``ImportError``, :class:`Unavailable`) is *skipped*, with
@@ -32,6 +32,13 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
+
+from .io.atomic import write_text_atomic
+from .io.dataset import Dataset, load_dataset
+from .io.layout import feature_dir, fingerprint
+from .io.store import FeatureStore
+from .pipeline import run
+from .presets import config_summary, get_config
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -59,8 +66,6 @@ class Method:
         Raises:
             KeyError / ValueError: an option or value this version does not have.
         """
-        from .config import get_config
-
         overrides = [o.replace("{model}", str(model_path)) for o in self.overrides]
         return get_config(self.preset, overrides)
 
@@ -226,7 +231,7 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
 
     Args:
         method: a :data:`METHODS` name or a :class:`Method`.
-        data: a GLR-layout dataset (path or loaded :class:`~landmark_retrieval.dataset.Dataset`)
+        data: a GLR-layout dataset (path or loaded :class:`~landmark_retrieval.io.dataset.Dataset`)
             with ``solution.csv``.
         root: folder for work directories (``ROOT/<dataset_name>-<extract fingerprint>``) and
             models (``ROOT/models``); reused across calls, so features are extracted once.
@@ -237,11 +242,6 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
     Returns:
         A :class:`Row`; ``status`` is ``skipped`` (with the reason) when the method cannot run here.
     """
-    from .dataset import Dataset, load_dataset
-    from .layout import feature_dir, fingerprint
-    from .pipeline import run
-    from .store import FeatureStore, write_text_atomic
-
     m = METHODS[method] if isinstance(method, str) else method
     row = Row(m.name, dataset_name, "ok", global_=m.global_, local=m.local, note=m.note)
     root = Path(root)
@@ -303,7 +303,7 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
     if verified:
         row.verified_gap, row.verified_map100 = metrics.get("verified_gap"), metrics.get("verified_map100")
     row.extra = {"timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "work": work.name,
-                 "settings": conf.summary()}
+                 "settings": config_summary(conf)}
     row.seconds = time.perf_counter() - t_start
     return row
 
@@ -312,8 +312,6 @@ def compare_methods(methods: Iterable[Union[str, Method]], datasets: Mapping[str
                     root: Union[str, Path], raise_errors: bool = False) -> List[Row]:
     """:func:`run_method` for every method on every dataset (``{label: path or Dataset}``),
     method by method. Unknown method names raise ``KeyError`` listing the known ones."""
-    from .dataset import Dataset, load_dataset
-
     chosen = []
     for m in methods:
         if isinstance(m, str) and m not in METHODS:
@@ -431,5 +429,3 @@ def plot_tradeoff(rows: Sequence[Row], dataset: Optional[str] = None, ax=None):
     return fig
 
 
-__all__ = ["METHODS", "MODELS", "QUICK", "Method", "Row", "Unavailable", "compare_methods", "format_bytes",
-           "format_table", "methods_frame", "open_nsfw_features", "plot_tradeoff", "rows_frame", "run_method"]

@@ -25,7 +25,11 @@ import cv2
 import numpy as np
 from PIL import Image
 
-from .dataset import image_path, load_dataset
+from .io.dataset import image_path, load_dataset
+from .pipeline import run
+from .presets import get_config
+from .visualize import pick_pair, show_pair
+from .viz import save_figure
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -237,11 +241,6 @@ def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "wor
         The :class:`landmark_retrieval.pipeline.RunResult`; its ``figure`` is the picture's
         path when a correct verified pair was found.
     """
-    from .config import get_config
-    from .pipeline import run
-    from .visualize import pick_pair, show_pair
-    from .viz import save_figure
-
     conf = get_config(preset, overrides)
     dataset = load_dataset(build_demo_dataset(data, DemoSpec(task=task)))
     # the demo's work directory is the demo's own: features made with other settings (another

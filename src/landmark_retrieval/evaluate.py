@@ -11,23 +11,17 @@ import logging
 from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Union
 
-from .dataset import Dataset, RetrievalSolution, Solution, load_dataset, read_retrieval_solution_csv, read_solution_csv
-from .metrics import (  # re-exported: evaluate.global_average_precision etc. keep working
-    global_average_precision,
-    mean_average_precision,
-    relevant_train_images,
-    score_predictions,
-    top1_accuracy,
-)
+from .io.atomic import write_text_atomic
+from .io.candidates import load_candidates
+from .io.dataset import Dataset, load_dataset
+from .io.layout import metrics_path, predictions_path, read_predictions
+from .io.submission import read_retrieval_submission, read_submission
+from .io.tables import RetrievalSolution, Solution, read_retrieval_solution_csv, read_solution_csv
+from .metrics import mean_average_precision, relevant_train_images, score_predictions
+from .search.rerank import predict_one, rank_index
 
 logger = logging.getLogger("landmark_retrieval")
 
-__all__ = [
-    "evaluate", "evaluate_run", "score_submission", "score_rankings", "format_metrics",
-    # from .metrics
-    "global_average_precision", "top1_accuracy", "mean_average_precision", "relevant_train_images",
-    "score_predictions",
-]
 
 
 def score_submission(submission: Union[str, Path], solution: Union[str, Path, Solution],
@@ -39,8 +33,6 @@ def score_submission(submission: Union[str, Path], solution: Union[str, Path, So
         [, "gap_public", "gap_private"]}``; retrieval (``id,images``): ``{"map100", "num_test",
         "num_relevant_test"[, "map100_public", "map100_private"]}``.
     """
-    from .submit import read_retrieval_submission, read_submission
-
     with open(submission, newline="", encoding="utf-8") as fh:
         retrieval_format = fh.readline().strip() == "id,images"
     if retrieval_format or isinstance(solution, RetrievalSolution):
@@ -68,10 +60,6 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
             the run itself, and its submission, are not affected).
         FileNotFoundError: the dataset has no ``solution.csv``.
     """
-    from .candidates import load_candidates
-    from .layout import predictions_path, read_predictions
-    from .predict import predict_one, rank_index
-
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     if dataset.solution_error:
         raise ValueError(f"Cannot score the run in {work}: {dataset.solution_error}")
@@ -125,9 +113,6 @@ def evaluate(conf, data: Union[str, Path, Dataset], work: Union[str, Path], over
 
     Always recomputed (it takes seconds); ``overwrite`` is accepted for a uniform signature.
     """
-    from .layout import metrics_path
-    from .store import write_text_atomic
-
     metrics = evaluate_run(conf, data, work)
     return write_text_atomic(metrics_path(work), json.dumps(metrics, indent=2))
 

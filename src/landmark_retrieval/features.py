@@ -61,3 +61,10 @@ def is_binary(descriptors: np.ndarray) -> bool:
     """Whether local descriptors are binary (uint8 packed bits, Hamming distance) rather than
     float vectors (Euclidean distance)."""
     return np.asarray(descriptors).dtype == np.uint8
+
+
+def l2_normalize(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
+    """Rows of ``x`` (N, D) (or a vector (D,)) scaled to unit L2 norm (zero rows stay zero); float32 (N, D)."""
+    x = np.asarray(x, np.float32)
+    norms = np.linalg.norm(x, axis=-1, keepdims=True)
+    return np.divide(x, np.maximum(norms, eps), out=np.zeros_like(x), where=norms > 0)

@@ -13,7 +13,7 @@ Models: ``MODEL`` is one model path, or several (a list, or paths joined by ``os
 Linux) for an ensemble of their global descriptors; on Kaggle an empty ``MODEL`` means the host
 baseline's ``delg-saved-models/local_and_global`` and a relative path is read under
 ``/kaggle/input``. :func:`choose_config` picks each model's backend from what it looks like
-(:func:`landmark_retrieval.backends.backend_for_model`: a DELG SavedModel, or a Keras/SavedModel/ONNX
+(:func:`landmark_retrieval.backends.registry.backend_for_model`: a DELG SavedModel, or a Keras/SavedModel/ONNX
 embedding model).
 
 Public-run shortcut: the competition's notebooks are first run on the public data (1,580,470
@@ -32,7 +32,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Dict, List, Mapping, Optional, Sequence, Tuple, Union
 
-from .config import Config, get_config, parse_overrides
+from . import visualize
+from .backends.registry import BACKENDS, backend_for_model, default_backend
+from .config import Config
+from .demo import DemoSpec, build_demo_dataset
+from .overrides import parse_overrides
+from .pipeline import run
+from .presets import get_config
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -136,8 +142,6 @@ def resolve_data(data: Optional[PathLike], demo_dir: PathLike = DEMO_DATA, build
         raise FileExistsError(
             f"{demo} exists and is not the demo dataset (no demo.json): building the demo there would delete it. "
             "Set DATA to it to use it as the dataset, or choose another demo folder")
-    from .demo import DemoSpec, build_demo_dataset
-
     logger.info("DATA is not set: using the embedded demo dataset in %s", demo)
     build_demo_dataset(demo, DemoSpec(task=task))
     return demo
@@ -205,9 +209,9 @@ def choose_config(model: Models = None, backend: str = "auto", preset: str = "au
 
     Args:
         model: model path(s) (see :func:`model_list`): None or "" = no model.
-        backend: ``"auto"`` or a name in :data:`landmark_retrieval.backends.BACKENDS`. Auto: no
+        backend: ``"auto"`` or a name in :data:`landmark_retrieval.backends.registry.BACKENDS`. Auto: no
             model = the first backend that needs none (``sift``); one model = the backend it looks
-            like (:func:`~landmark_retrieval.backends.backend_for_model`: ``delg`` for a DELG
+            like (:func:`~landmark_retrieval.backends.registry.backend_for_model`: ``delg`` for a DELG
             SavedModel, ``embedding`` for a Keras/ONNX file or another SavedModel); several =
             ``ensemble``.
         preset: ``"auto"`` (the backend's preset in the registry: ``kaggle-baseline`` for DELG,
@@ -220,8 +224,6 @@ def choose_config(model: Models = None, backend: str = "auto", preset: str = "au
     above) and takes its local features from the first DELG member (none without one); set
     ``extract.ensemble.members`` / ``extract.ensemble.local`` in ``overrides`` to change that.
     """
-    from .backends import BACKENDS, backend_for_model, default_backend
-
     models = model_list(model)
     if backend == "auto":
         backend = ("ensemble" if len(models) > 1 else backend_for_model(models[0]) if models
@@ -342,8 +344,6 @@ def make_submission(conf: Config, paths: RunPaths, public_run_shortcut: bool = T
     if public_run_shortcut and is_public_run(paths.data, public_train_rows, paths.task):
         logger.info("The public data (%s): taking the public-run shortcut", paths.task)
         return SubmissionResult(copy_sample_submission(paths.data, paths.submission), shortcut=True)
-    from .pipeline import run
-
     # the dataset's task is detected from its layout (GLR2021 data has an index/ folder)
     result = run(conf, paths.data, paths.work, paths.submission, overwrite=overwrite, time_budget=time_budget)
     return SubmissionResult(Path(result.submission), shortcut=False, run=result)
@@ -359,8 +359,6 @@ def example_figures(result: SubmissionResult, paths: RunPaths, conf: Config,
     """
     if result.shortcut:
         return []
-    from . import visualize
-
     try:
         query = visualize.pick_query(paths.data, paths.work, conf)
         db_id = visualize.best_neighbour(paths.data, paths.work, query, conf)
@@ -385,9 +383,3 @@ def environment_report(modules: Sequence[str] = ("tensorflow", "cv2", "numpy", "
     return "\n".join(lines)
 
 
-__all__ = [
-    "KAGGLE_INPUT", "KAGGLE_WORKING", "PUBLIC_TRAIN_ROWS", "DEMO_DATA", "on_kaggle", "competition_dir",
-    "RunPaths", "model_list", "resolve_data", "resolve_paths", "choose_config", "count_rows", "is_public_run",
-    "copy_sample_submission", "SubmissionResult", "make_submission", "example_figures",
-    "environment_report",
-]

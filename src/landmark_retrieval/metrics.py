@@ -18,12 +18,8 @@ import numbers
 from typing import TYPE_CHECKING, Dict, List, Mapping, Optional, Sequence, Tuple
 
 if TYPE_CHECKING:  # only for the annotation: metrics never reads files
-    from .dataset import Solution
+    from .io.tables import Solution
 
-__all__ = [
-    "global_average_precision", "top1_accuracy", "mean_average_precision", "relevant_train_images",
-    "score_predictions",
-]
 
 
 # ---------------------------------------------------------------------------------------------
@@ -200,7 +196,7 @@ def score_predictions(predictions: Mapping[str, Optional[Tuple[int, float]]], so
 
     Args:
         predictions: as :func:`global_average_precision`.
-        solution: a :class:`~landmark_retrieval.dataset.Solution` (``Ignored`` rows are dropped).
+        solution: a :class:`~landmark_retrieval.io.tables.Solution` (``Ignored`` rows are dropped).
 
     Returns:
         ``{"gap", "top1", "num_test", "num_landmark_test"[, "gap_public", "gap_private"]}``.

@@ -16,14 +16,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 
-from .backends import Backend, make_backend
-from .budget import Budget, RunPlan, format_duration, parse_duration
-from .cluster import DaskEngine, cluster_engine
-from .config import Config, save_run_config
-from .dataset import Dataset, load_dataset
+from .backends.base import Backend
+from .backends.cluster import DaskEngine, cluster_engine
+from .backends.extraction import aggregate_globals
+from .backends.registry import make_backend
+from .budget import Budget, RunPlan, format_duration
+from .config import Config, parse_duration
 from .evaluate import evaluate
-from .extract import dataset_splits, extract, extract_candidates, train_local_deferred, write_failures
-from .layout import (
+from .extract import (
+    dataset_splits,
+    extract,
+    extract_candidates,
+    extract_nonlandmark,
+    train_local_deferred,
+    write_failures,
+)
+from .io.dataset import Dataset, load_dataset
+from .io.layout import (
     codebook_path,
     feature_dir,
     load_retrieval,
@@ -32,17 +41,13 @@ from .layout import (
     provisional_dir,
     retrieval_path,
 )
+from .io.progress import observe_progress
+from .io.store import FeatureStore, read_meta, write_meta
+from .io.submission import read_retrieval_submission, read_submission, write_retrieval_submission, write_submission
 from .predict import predict
-from .progress import observe_progress
+from .presets import config_summary, save_run_config
 from .retrieve import retrieve
-from .store import FeatureStore, read_meta, write_meta
-from .submit import (
-    read_retrieval_submission,
-    read_submission,
-    submit,
-    write_retrieval_submission,
-    write_submission,
-)
+from .submit import submit
 from .verify import verify
 
 logger = logging.getLogger("landmark_retrieval")
@@ -73,7 +78,7 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
     it differs from the configuration saved there before, a warning names the changed settings.
 
     Args:
-        conf: configuration (see :func:`landmark_retrieval.config.get_config`).
+        conf: configuration (see :func:`landmark_retrieval.presets.get_config`).
         data: GLR-layout dataset root.
         work: directory for features and intermediate artifacts.
         out: submission path.
@@ -84,7 +89,7 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
             ``"none"`` = no limit. See :mod:`landmark_retrieval.budget`: a submission is written
             early and improved while time is left; ``RunResult.skipped`` says what was left out.
         engine: where images are extracted (default: ``conf.run.cluster``'s Dask cluster, else
-            this process; see :mod:`landmark_retrieval.cluster`).
+            this process; see :mod:`landmark_retrieval.backends.cluster`).
 
     Returns:
         A :class:`RunResult`; ``metrics`` is set when the dataset has ``solution.csv``.
@@ -93,7 +98,7 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)
     save_run_config(work, conf)  # the steps run later on this work directory continue with it
-    logger.info("Settings: %s", conf.summary())
+    logger.info("Settings: %s", config_summary(conf))
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     timings: Dict[str, float] = {}
 
@@ -182,8 +187,6 @@ def _provisional_submission(conf: Config, dataset: Dataset, work: Path, out: Pat
     """The submission from the features extracted so far, computed in ``WORK/provisional/`` (links
     to the run's shards, its own codebook and retrieval): the work directory itself stays a
     resumable run that a later call completes. Returns it, and whether it has predictions."""
-    from .extract import _aggregate_globals
-
     scratch = provisional_dir(work)
     shutil.rmtree(scratch, ignore_errors=True)
     db = dataset.db_split
@@ -205,9 +208,11 @@ def _provisional_submission(conf: Config, dataset: Dataset, work: Path, out: Pat
     try:
         if aggregating:
             stores = {s: FeatureStore(feature_dir(scratch, s)) for s in (db, "test")}
-            _aggregate_globals(backend, scratch, stores, conf.extract.shard_size, db_split=db)
+            aggregate_globals(backend, scratch, stores, conf.extract.shard_size, db_split=db)
             for store in stores.values():
                 store.close()
+        if conf.predict.nonlandmark_dir:
+            extract_nonlandmark(conf, scratch, db, backend)
         retrieve(conf_g, dataset, scratch)
     except (ValueError, RuntimeError) as exc:
         logger.info("Time budget: nothing to predict from yet (%s)", exc)

@@ -10,8 +10,8 @@ Output ``WORK/retrieval.h5``::
 and its stamp ``WORK/retrieval.json`` (what it was computed from; a match skips the step).
 
 With ``retrieve.projection`` the descriptors first go through a learned projection (trained
-once, saved with the train features; see :mod:`landmark_retrieval.projection`), then through
-PCA/whitening, DBA and QE (:mod:`landmark_retrieval.descriptors`).
+once, saved with the train features; see :mod:`landmark_retrieval.search.projection`), then through
+PCA/whitening, DBA and QE (:mod:`landmark_retrieval.search.postprocess`).
 
 Similarities are float32 products computed in memory-bounded blocks (faiss when importable),
 never as one full matrix. With ``retrieve.half_precision`` the train descriptors are held as
@@ -30,156 +30,27 @@ import h5py
 import numpy as np
 
 from .config import Config
-from .dataset import Dataset, load_dataset
-from .descriptors import Projection, expand, fit_pca, without_self
-from .layout import (
-    Retrieval,
+from .io.atomic import publish, write_error
+from .io.dataset import Dataset, load_dataset
+from .io.layout import (
     database_matrix_path,
     feature_dir,
     fingerprint,
-    load_retrieval,
     read_stamp,
     retrieval_path,
     search_index_path,
     stamp_changes,
     write_stamp,
 )
-from .progress import progress
-from .projection import fit_projection, projection_fingerprint
-from .search import DiskMatrix, SearchContext, cached_matrix, get_searcher, index_settings, knn_streamed, sort_rows
-from .store import FeatureStore, publish, write_array, write_error
+from .io.store import FeatureStore, write_array
+from .search import get_searcher, index_settings
+from .search.exact import DiskMatrix, SearchContext, cached_matrix, knn
+from .search.postprocess import Projection, expand, fit_pca, without_self
+from .search.projection_fit import fit_projection, projection_fingerprint
 
 logger = logging.getLogger("landmark_retrieval")
 
 _STR = h5py.string_dtype("utf-8")
-
-
-def _topk_rows(sim: np.ndarray, k: int) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k per row of a similarity block, sorted descending (ties: lower index first, also
-    at the k-th place: of equal scores, the lower indices are kept)."""
-    n = sim.shape[1]
-    if k < n:
-        part = np.argpartition(-sim, k - 1, axis=1)[:, :k]
-        if k > 0:  # argpartition keeps arbitrary ones of the scores tied at the k-th place
-            kept = np.take_along_axis(sim, part, axis=1)
-            kth = kept.min(axis=1, keepdims=True)
-            ragged = np.flatnonzero((sim == kth).sum(axis=1) > (kept == kth).sum(axis=1))
-            if len(ragged):
-                part = part.copy()
-                for r in ragged:
-                    cand = np.flatnonzero(sim[r] >= kth[r, 0])
-                    part[r] = cand[np.lexsort((cand, -sim[r, cand]))[:k]]
-    else:
-        part = np.broadcast_to(np.arange(n), (sim.shape[0], n))
-    vals = np.take_along_axis(sim, part, axis=1)
-    order = np.lexsort((part, -vals), axis=1) if vals.size else np.zeros_like(part)
-    return np.take_along_axis(vals, order, axis=1), np.take_along_axis(part, order, axis=1)
-
-
-def _block_topk(qb: np.ndarray, block: np.ndarray, k: int, faiss=None) -> Tuple[np.ndarray, np.ndarray]:
-    """Top-k of a (B, D) float32 query block in a (M, D) float32 database block, k <= M, sorted
-    descending, ties: lower row first (also at the k-th place). With faiss: ``faiss.knn`` for
-    k + 1 neighbours; a row whose k-th and (k+1)-th scores tie (faiss keeps arbitrary ones of
-    such ties) is computed again with numpy."""
-    if faiss is None:
-        return _topk_rows(qb @ block.T, k)
-    if k >= len(block):
-        v, i = faiss.knn(qb, block, k, metric=faiss.METRIC_INNER_PRODUCT)
-        return sort_rows(v, i.astype(np.int64))
-    v, i = faiss.knn(qb, block, k + 1, metric=faiss.METRIC_INNER_PRODUCT)
-    tied = np.flatnonzero(v[:, k - 1] == v[:, k])
-    v, i = np.ascontiguousarray(v[:, :k]), i[:, :k].astype(np.int64)
-    for r in tied:
-        v[r], i[r] = (x[0] for x in _topk_rows(qb[r:r + 1] @ block.T, k))
-    return sort_rows(v, i)
-
-
-def knn(queries: np.ndarray, database: Union[np.ndarray, DiskMatrix], k: int, block_size: int = 4096,
-        db_block_size: int = 262_144, use_faiss: bool = True,
-        show_progress: bool = False, stream_block: int = 131_072) -> Tuple[np.ndarray, np.ndarray]:
-    """Exact k-nearest neighbours by inner product (cosine for unit rows).
-
-    Neighbours are sorted by descending score; of equal scores the lower database row comes
-    first (and is kept at the k-th place), whatever the block sizes.
-
-    Args:
-        queries: (Q, D) float32.
-        database: (N, D) float32, or float16 to halve its memory (each block is converted to
-            float32 when it is searched), or a float16 :class:`~landmark_retrieval.search.DiskMatrix`
-            on disk: streamed in blocks of ``stream_block`` rows, each searched for every query
-            (:func:`landmark_retrieval.search.knn_streamed`; same neighbours and order).
-        k: neighbours per query; clipped to N.
-        block_size: query rows per block; db_block_size: database rows per block, so at most
-            ``block_size * db_block_size`` similarities (and one float32 database block) are in
-            memory at once.
-        use_faiss: use ``faiss.knn`` on each block when importable.
-
-    Returns:
-        ``scores`` (Q, k') float32 descending and ``indices`` (Q, k') int64, k' = min(k, N).
-
-    Raises:
-        TypeError: ``queries``/``database`` not numpy arrays of float16/32/64 (the dtype is
-            named), ``k`` not an integer.
-        ValueError: arrays that are not 2-D (the shape is named), a negative ``k``, or NaN/inf
-            values (the first bad row and the count are named: faiss would
-            return index -1 for such a row, i.e. silently the last train image).
-    """
-    streamed = isinstance(database, DiskMatrix)
-    for name, arr in (("queries", queries), ("database", database)):
-        if streamed and name == "database":  # checked for NaN/inf when it was written
-            continue
-        if not isinstance(arr, np.ndarray):
-            raise TypeError(f"knn: {name} must be a numpy array (rows = descriptors), not {type(arr).__name__}")
-        if arr.ndim != 2:
-            raise ValueError(f"knn: {name} must be a 2-D array (rows = descriptors), got shape {arr.shape}")
-        if arr.dtype not in (np.float16, np.float32, np.float64):
-            raise TypeError(f"knn: {name} must have dtype float16, float32 or float64, got {arr.dtype}")
-        step = max(1, (1 << 24) // max(1, arr.shape[1]))  # rows per check: a 16 MB mask, not one of N x D
-        bad_rows = [t + np.flatnonzero(~np.isfinite(arr[t:t + step]).all(axis=1)) for t in range(0, len(arr), step)]
-        bad = np.concatenate(bad_rows) if bad_rows else np.zeros(0, np.int64)
-        if len(bad):
-            raise ValueError(f"knn: {name} row {int(bad[0])} has NaN or inf values ({len(bad)} bad row(s) "
-                             f"of {len(arr)}); fix or drop those descriptors")
-    if isinstance(k, (bool, np.bool_)) or not isinstance(k, (int, np.integer)):
-        raise TypeError(f"knn: k must be an integer, not {type(k).__name__} {k!r}")
-    if k < 0:
-        raise ValueError(f"knn: k must be >= 0, got {k}")
-    q = np.ascontiguousarray(queries, np.float32)
-    db = database if database.dtype in (np.float16, np.float32) else database.astype(np.float32)
-    nq, n = len(q), len(db)
-    k = int(max(0, min(k, n)))
-    if nq == 0 or k == 0:
-        return np.zeros((nq, k), np.float32), np.zeros((nq, k), np.int64)
-    if q.shape[1] != db.shape[1]:
-        raise ValueError(f"Query descriptors have dimension {q.shape[1]} but train descriptors {db.shape[1]}")
-    if streamed:
-        return knn_streamed(q, database, k, block_size, stream_block, use_faiss, show_progress)
-    faiss = None
-    if use_faiss:
-        try:
-            import faiss  # type: ignore
-        except ImportError:
-            faiss = None
-    scores = np.empty((nq, k), np.float32)
-    indices = np.empty((nq, k), np.int64)
-    starts = range(0, nq, block_size)
-    for s in progress(starts, desc="retrieve", unit="block", disable=not show_progress):
-        qb = q[s:s + block_size]
-        best_v = np.full((len(qb), 0), -np.inf, np.float32)
-        best_i = np.zeros((len(qb), 0), np.int64)
-        for t in range(0, n, db_block_size):
-            block = np.ascontiguousarray(db[t:t + db_block_size], np.float32)
-            kb = min(k, len(block))
-            v, i = _block_topk(qb, block, kb, faiss)
-            if n <= db_block_size:  # one block: the answer is final
-                best_v, best_i = v, i
-                break
-            v = np.concatenate([best_v, v], axis=1)
-            i = np.concatenate([best_i, i + t], axis=1)
-            best_v, sel = _topk_rows(v, k)
-            best_i = np.take_along_axis(i, sel, axis=1)
-        scores[s:s + len(qb)], indices[s:s + len(qb)] = best_v, best_i
-    return scores, indices
 
 
 def retrieval_settings(conf: Config, q_ids: List[str], db_ids: List[str], work: Path) -> dict:
@@ -391,4 +262,3 @@ def retrieve(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Pat
     return out
 
 
-__all__ = ["knn", "retrieve", "Retrieval", "load_retrieval", "retrieval_path"]

@@ -31,12 +31,11 @@ from typing import Dict, List, Sequence, Tuple, Union
 
 import numpy as np
 
-from .dataset import image_path, load_dataset
-from .store import write_csv_atomic, write_text_atomic
+from .io.atomic import write_csv_atomic, write_text_atomic
+from .io.dataset import image_path, load_dataset
 
 logger = logging.getLogger("landmark_retrieval")
 
-__all__ = ["ValidationSplit", "select_validation", "write_validation", "make_validation_split"]
 
 
 @dataclass

@@ -25,17 +25,18 @@ import numpy as np
 import pandas as pd
 from matplotlib.figure import Figure
 
-from .backends import BACKENDS, score_label
-from .candidates import Candidates, load_candidates
-from .config import Config, resolve_run_config
-from .dataset import Dataset, load_dataset
-from .extract import feature_dir
-from .geometry import ESTIMATORS
-from .images import read_image
-from .predict import predict_one
-from .store import FeatureStore, read_meta
-from .verify import verify_pair
-from .viz import plot_keypoints, plot_matches, plot_retrieval
+from .backends.registry import BACKENDS, score_label
+from .config import Config
+from .io.candidates import Candidates, load_candidates
+from .io.dataset import Dataset, load_dataset
+from .io.images import read_image
+from .io.layout import feature_dir
+from .io.store import FeatureStore, read_meta
+from .matching.geometry import ESTIMATORS
+from .matching.pairs import verify_pair
+from .presets import resolve_run_config
+from .search.rerank import predict_one, total_scores
+from .viz import plot_keypoints, plot_matches, plot_retrieval, save_figure
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -56,7 +57,7 @@ def load_run_config(work: Union[str, Path], preset: Optional[str] = None,
                     overrides: Union[Mapping, Sequence[str], None] = None) -> Config:
     """The configuration of a run: the one saved in ``WORK/config.json`` (else ``default``).
 
-    Never changes the saved file (see :func:`landmark_retrieval.config.resolve_run_config`,
+    Never changes the saved file (see :func:`landmark_retrieval.presets.resolve_run_config`,
     with ``save=False``); settings that differ from it are named in a warning.
 
     Args:
@@ -111,8 +112,6 @@ def neighbour_table(data: DataArg, work: Union[str, Path], query_id: str,
     ``global_score`` (cosine), ``num_matches`` (putative), ``inliers`` (DEGENSAC), ``total``
     (the re-ranking score) and, with ``solution.csv``, ``correct``.
     """
-    from .predict import total_scores
-
     dataset = _dataset(data)
     conf = _conf(work, conf)
     c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
@@ -213,7 +212,7 @@ def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
     """Keypoint matches between a test image and a train image.
 
     The matches are recomputed from the stored local features with
-    :func:`landmark_retrieval.verify.verify_pair` and ``conf.verify`` (seeded DEGENSAC, so they
+    :func:`landmark_retrieval.matching.pairs.verify_pair` and ``conf.verify`` (seeded DEGENSAC, so they
     are the ones the run counted): DEGENSAC inliers in green, the other putative matches in red.
     """
     dataset = _dataset(data)
@@ -266,8 +265,6 @@ def save_show_figures(data: DataArg, work: Union[str, Path], out: Union[str, Pat
     Returns:
         ``{"neighbours": path, "matches": path[, "keypoints": path]}``.
     """
-    from .viz import save_figure
-
     dataset = _dataset(data)
     conf = _conf(work, conf)
     query_id = query_id or pick_query(dataset, work, conf)
@@ -286,7 +283,3 @@ def save_show_figures(data: DataArg, work: Union[str, Path], out: Union[str, Pat
     return paths
 
 
-__all__ = [
-    "load_run_config", "query_candidates", "neighbour_table", "pick_pair", "pick_query", "best_neighbour",
-    "show_query", "show_pair", "show_keypoints", "save_show_figures",
-]

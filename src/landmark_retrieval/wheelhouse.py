@@ -284,8 +284,3 @@ def build_wheelhouse(directory: Union[str, Path], python_version: Optional[str] 
     return Wheelhouse(directory, sorted(directory.glob("*.whl")), commands)
 
 
-__all__ = [
-    "KAGGLE_MISSING", "KAGGLE_PREINSTALLED", "DEFAULT_PLATFORMS", "KAGGLE_DATASET",
-    "wheel_packages", "download_argv", "project_wheel_argv", "install_command", "find_project_dir",
-    "build_project_wheel", "write_instructions", "build_wheelhouse", "Wheelhouse",
-]

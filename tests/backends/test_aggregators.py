@@ -5,22 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends import make_backend
-from landmark_retrieval.backends.aggregators import (
-    GLOBAL_DESCRIPTORS,
-    BowAggregator,
-    FisherAggregator,
-    FisherModel,
-    VladAggregator,
-    as_float_descriptors,
-    colour_histogram,
-    make_global,
-)
-from landmark_retrieval.config import get_config
-from landmark_retrieval.dataset import load_dataset
-from landmark_retrieval.layout import codebook_path, feature_dir
-from landmark_retrieval.store import FeatureStore, read_array, read_meta
-from landmark_retrieval.submit import read_submission
+from landmark_retrieval.backends.aggregators import GLOBAL_DESCRIPTORS, BowAggregator, VladAggregator, make_global
+from landmark_retrieval.backends.codebook import as_float_descriptors
+from landmark_retrieval.backends.colour import colour_histogram
+from landmark_retrieval.backends.fisher import FisherAggregator, FisherModel
+from landmark_retrieval.backends.registry import make_backend
+from landmark_retrieval.io.dataset import load_dataset
+from landmark_retrieval.io.layout import codebook_path, feature_dir
+from landmark_retrieval.io.store import FeatureStore, read_array, read_meta
+from landmark_retrieval.io.submission import read_submission
+from landmark_retrieval.presets import get_config
 
 RED, GREEN, BLUE, WHITE, BLACK = (255, 0, 0), (0, 255, 0), (0, 0, 255), (255, 255, 255), (0, 0, 0)
 
@@ -188,7 +182,7 @@ def test_binary_descriptors_are_unpacked_for_every_aggregator(rng):
 
 
 def test_vlad_moved_but_same_class():
-    from landmark_retrieval.backends.sift import VladAggregator as FromSift
+    from landmark_retrieval.backends.aggregators import VladAggregator as FromSift
 
     assert FromSift is VladAggregator
 

@@ -12,8 +12,9 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from landmark_retrieval.backends.delg import boxes_to_keypoints, l2_normalize_rows, pool_global
+from landmark_retrieval.backends.delg import boxes_to_keypoints, pool_global
 from landmark_retrieval.config import BASELINE_SCALES, ExtractConfig
+from landmark_retrieval.features import l2_normalize
 
 REAL_PHOTO = Path("/work/shared/data/oxford_affine/graf/img1.png")
 
@@ -47,7 +48,7 @@ def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
 
 def make(path, max_image_size=None, **delg):
     """A DELG backend on ``path``; keyword arguments other than max_image_size go to extract.delg."""
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
     from landmark_retrieval.config import DelgConfig
 
     return make_backend(ExtractConfig(backend="delg", model_path=str(path), max_image_size=max_image_size,
@@ -89,7 +90,7 @@ def test_boxes_to_keypoints_swaps_to_xy():
     assert kp.dtype == np.float32
     np.testing.assert_allclose(kp, [[40, 20], [1.5, 0.5]])
     assert boxes_to_keypoints(np.zeros((0, 4))).shape == (0, 2)
-    rows = l2_normalize_rows(np.array([[3, 4], [0, 0]]))
+    rows = l2_normalize(np.array([[3, 4], [0, 0]]))
     np.testing.assert_allclose(rows, [[0.6, 0.8], [0, 0]])
 
 
@@ -213,7 +214,7 @@ def test_keypoints_are_xy_inside_the_image_and_map_back_after_resize(delg_model)
     expected = np.stack([(cx + 0.5) * 2.0 - 0.5, (cy + 0.5) * 2.0 - 0.5], axis=1)
     assert len(kp) == len(expected) > 0
     np.testing.assert_allclose(kp, expected, atol=1e-3)
-    np.testing.assert_allclose(feats.descriptors, l2_normalize_rows(raw["features"]), atol=1e-5)
+    np.testing.assert_allclose(feats.descriptors, l2_normalize(raw["features"]), atol=1e-5)
     # Without resize, keypoints are the box centres on the original image.
     full = make(delg_model("tf1"), score_threshold=0.0, max_keypoints=50, scales=(1.0,))
     raw = full.model(img, [1.0], abs_thres=0.0, max_feature_num=50)
@@ -281,7 +282,7 @@ def test_tiny_and_odd_images(delg_model, style):
 @pytest.mark.slow
 @pytest.mark.skipif(not REAL_PHOTO.is_file(), reason="no real photo in /work/shared/data")
 def test_real_photo(delg_model):
-    from landmark_retrieval.images import read_image
+    from landmark_retrieval.io.images import read_image
 
     img = read_image(REAL_PHOTO)
     h, w = img.shape[:2]
@@ -296,7 +297,7 @@ def test_real_photo(delg_model):
 
 
 def test_backend_without_model_path_says_how_to_fix():
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
 
     with pytest.raises(ValueError, match="--model PATH"):
         make_backend(ExtractConfig(backend="delg"))

@@ -14,15 +14,10 @@ from typing import Callable, Dict, List, Tuple
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends.embedding import (
-    EmbeddingBackend,
-    EmbeddingModelError,
-    pool_output,
-    resize_for_model,
-    scale_pixels,
-    to_model_input,
-)
-from landmark_retrieval.config import EmbeddingConfig, ExtractConfig, get_config
+from landmark_retrieval.backends.embedding import EmbeddingBackend, EmbeddingModelError
+from landmark_retrieval.backends.embedding_input import pool_output, resize_for_model, scale_pixels, to_model_input
+from landmark_retrieval.config import EmbeddingConfig, ExtractConfig
+from landmark_retrieval.presets import get_config
 
 
 def unit(v) -> np.ndarray:
@@ -316,7 +311,7 @@ def embedding_models(tmp_path_factory) -> Callable[..., Dict[str, Path]]:
 
 
 def from_file(path: Path, **embedding) -> EmbeddingBackend:
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
 
     conf = ExtractConfig(backend="embedding", model_path=str(path), embedding=EmbeddingConfig(**embedding))
     return make_backend(conf)
@@ -398,7 +393,7 @@ def test_fixed_size_models_and_their_errors(embedding_models):
 
 @pytest.mark.slow
 def test_registry_recognises_the_model_formats(embedding_models, tmp_path):
-    from landmark_retrieval.backends import backend_for_model
+    from landmark_retrieval.backends.registry import backend_for_model
     from landmark_retrieval.testing import export_test_model
 
     paths = embedding_models()

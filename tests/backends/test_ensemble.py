@@ -10,16 +10,15 @@ import numpy as np
 import pytest
 
 from landmark_retrieval.backends.embedding import EmbeddingBackend
-from landmark_retrieval.backends.ensemble import EnsembleBackend, concat_globals
+from landmark_retrieval.backends.ensemble import EnsembleBackend, concat_globals, ensemble_local, ensemble_members
 from landmark_retrieval.backends.sift import SiftBackend
-from landmark_retrieval.config import (
-    EmbeddingConfig,
-    ExtractConfig,
+from landmark_retrieval.config import EmbeddingConfig, ExtractConfig
+from landmark_retrieval.presets import (
     config_diff,
-    ensemble_local,
-    ensemble_members,
+    config_summary,
     get_config,
     read_run_config,
+    relevant_settings,
     save_run_config,
 )
 
@@ -152,7 +151,7 @@ def test_members_from_a_preset_dict_and_from_a_json_override_are_the_same():
     assert delg.model_path == "delg_dir" and delg.delg.scales == (1.0,) and delg.delg.score_threshold == 175.0
     assert ensemble_local(strings.extract, members) == (2, None)
     # the summary prints the members as the JSON --set takes
-    assert f"extract.ensemble.members={json.dumps(MEMBERS)}" in strings.summary()
+    assert f"extract.ensemble.members={json.dumps(MEMBERS)}" in config_summary(strings)
 
 
 def test_saved_ensemble_configuration_reads_back_equal(tmp_path):
@@ -163,7 +162,7 @@ def test_saved_ensemble_configuration_reads_back_equal(tmp_path):
                                               "embedding": {"scales": [1.0, 0.5]}},)
     save_run_config(tmp_path, conf)
     assert config_diff(read_run_config(tmp_path), conf) == []
-    relevant = conf.to_dict(relevant_only=True)["extract"]
+    relevant = relevant_settings(conf)["extract"]
     assert {"ensemble", "embedding", "sift", "vlad", "model_path"} <= set(relevant) and "delg" not in relevant
     local_index, local_conf = ensemble_local(conf.extract, ensemble_members(conf.extract))
     assert local_index is None and local_conf.backend == "sift" and local_conf.ensemble.members == ()
@@ -236,7 +235,7 @@ def _members(models: Dict[str, Path]) -> list:
 
 @pytest.mark.slow
 def test_ensemble_of_two_model_files_equals_the_hand_concatenation(keras_models):
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
 
     conf = get_config("demo", {"extract": {"backend": "ensemble", "embedding": {"input_size": 48},
                                            "ensemble": {"members": _members(keras_models), "local": "sift"}}})
@@ -262,7 +261,7 @@ def test_ensemble_of_two_model_files_equals_the_hand_concatenation(keras_models)
 
 @pytest.mark.slow
 def test_local_features_of_a_delg_member_equal_the_delg_backend(keras_models, tmp_path):
-    from landmark_retrieval.backends import make_backend
+    from landmark_retrieval.backends.registry import make_backend
     from landmark_retrieval.testing import export_test_model
 
     delg_dir = export_test_model(tmp_path / "delg", style="tf1", global_dim=64)
@@ -288,10 +287,10 @@ def test_local_features_of_a_delg_member_equal_the_delg_backend(keras_models, tm
 @pytest.mark.slow
 def test_cli_run_with_an_embedding_global_and_sift_local(small_dataset, keras_models, tmp_path, capsys):
     from landmark_retrieval.cli import main
-    from landmark_retrieval.dataset import load_dataset
-    from landmark_retrieval.extract import feature_dir
-    from landmark_retrieval.store import FeatureStore, read_meta
-    from landmark_retrieval.submit import read_submission
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.layout import feature_dir
+    from landmark_retrieval.io.store import FeatureStore, read_meta
+    from landmark_retrieval.io.submission import read_submission
 
     members = json.dumps([{"backend": "embedding", "model_path": str(keras_models["a"]),
                            "embedding": {"input_size": 64, "scaling": "-1-1"}}])
@@ -330,9 +329,9 @@ def test_cli_run_with_an_embedding_global_and_sift_local(small_dataset, keras_mo
 
 @pytest.mark.slow
 def test_pipeline_run_with_the_embedding_backend_alone(small_dataset, keras_models, tmp_path):
-    from landmark_retrieval.dataset import load_dataset
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.submission import read_submission
     from landmark_retrieval.pipeline import run
-    from landmark_retrieval.submit import read_submission
 
     conf = get_config("embedding", {"extract": {"model_path": str(keras_models["b"]),
                                                 "embedding": {"input_size": 64, "scales": [1.0, 0.75]}}})

@@ -6,16 +6,18 @@ import cv2
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends import BACKENDS, make_backend
-from landmark_retrieval.backends.aggregators import VladAggregator, as_float_descriptors
+from landmark_retrieval.backends.aggregators import VladAggregator
+from landmark_retrieval.backends.codebook import as_float_descriptors
+from landmark_retrieval.backends.extraction import codebook_sample
 from landmark_retrieval.backends.orb import OrbBackend
-from landmark_retrieval.config import get_config
+from landmark_retrieval.backends.registry import BACKENDS, make_backend
 from landmark_retrieval.demo import load_photo
-from landmark_retrieval.extract import codebook_sample
-from landmark_retrieval.images import read_image
-from landmark_retrieval.store import FeatureStore, ShardWriter, validate_shard
+from landmark_retrieval.io.images import read_image
+from landmark_retrieval.io.store import FeatureStore, validate_shard
+from landmark_retrieval.io.writer import ShardWriter
+from landmark_retrieval.matching.pairs import verify_pair
+from landmark_retrieval.presets import get_config
 from landmark_retrieval.testing.two_view import grid_error, project
-from landmark_retrieval.verify import verify_pair
 
 ORB = ["extract.backend=orb"]
 
@@ -129,9 +131,9 @@ def test_binary_descriptors_round_trip_through_the_store(tmp_path):
 @pytest.mark.slow
 def test_run_with_the_orb_backend(small_dataset, tmp_path):
     from landmark_retrieval.cli import main
-    from landmark_retrieval.dataset import load_dataset
-    from landmark_retrieval.layout import feature_dir
-    from landmark_retrieval.submit import read_submission
+    from landmark_retrieval.io.dataset import load_dataset
+    from landmark_retrieval.io.layout import feature_dir
+    from landmark_retrieval.io.submission import read_submission
 
     work, out = tmp_path / "work", tmp_path / "submission.csv"
     assert main(["run", "--data", str(small_dataset), "--work", str(work), "--out", str(out), "--preset", "demo",

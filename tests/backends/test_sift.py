@@ -1,10 +1,11 @@
 import numpy as np
 import pytest
 
-from landmark_retrieval.backends import make_backend
-from landmark_retrieval.backends.sift import VladAggregator, root_sift
-from landmark_retrieval.config import get_config
+from landmark_retrieval.backends.aggregators import VladAggregator
+from landmark_retrieval.backends.registry import make_backend
+from landmark_retrieval.backends.sift import root_sift
 from landmark_retrieval.demo import load_photo
+from landmark_retrieval.presets import get_config
 
 
 def test_root_sift_is_unit_hellinger():

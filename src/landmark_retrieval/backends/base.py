@@ -17,8 +17,7 @@ from typing import Any, Iterable, Optional, Union
 import numpy as np
 
 from ..features import Features
-
-__all__ = ["Backend", "Features", "GlobalAggregator", "file_mentions", "saved_model_file"]
+from .registry import BACKENDS
 
 
 def saved_model_file(path: Union[str, "os.PathLike[str]"]) -> Optional[Path]:
@@ -96,14 +95,35 @@ class Backend(abc.ABC):
         compared there, to detect features made with other settings).
 
         The backend's name, ``max_image_size`` and every ``extract`` section it reads (see
-        :data:`landmark_retrieval.backends.BACKENDS`), as JSON values.
+        :data:`landmark_retrieval.backends.registry.BACKENDS`), as JSON values.
         """
         out: dict = {"name": self.name}
         if self.conf is not None:
-            from . import BACKENDS
-
             out["max_image_size"] = self.conf.max_image_size
             info = BACKENDS.get(self.name)
             for section in info.sections if info else ():
                 out[section] = dataclasses.asdict(getattr(self.conf, section))
         return json.loads(json.dumps(out))  # tuples as lists: equal to what meta.json reads back
+
+
+def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
+    image = np.asarray(image)
+    if image.dtype != np.uint8:
+        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
+    if image.ndim == 2:
+        image = np.repeat(image[..., None], 3, axis=2)
+    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
+        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
+    if image.shape[2] == 1:
+        image = np.repeat(image, 3, axis=2)
+    elif image.shape[2] == 4:
+        image = image[..., :3]
+    return np.ascontiguousarray(image)
+
+
+def short_error(exc: BaseException, limit: int = 300) -> str:
+    """The informative part of a (possibly multi-line) TensorFlow error message."""
+    text = str(getattr(exc, "message", None) or exc)
+    skip = ("Graph execution error", "Detected at node", "<stack traces", "File ")
+    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
+    return " ".join(lines)[:limit] or type(exc).__name__

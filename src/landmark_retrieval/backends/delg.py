@@ -14,7 +14,7 @@ Two SavedModel styles exist and are both supported by :func:`load_delg`:
 Outputs: ``global_descriptors`` [S or G, D] (one row per scale), ``boxes`` [N, 4]
 (``[ymin, xmin, ymax, xmax]`` original-image pixels), ``features`` [N, 128], ``scales`` [N]
 (1 / image scale) and ``scores`` [N, 1] (attention). Post-processing (:func:`pool_global`,
-:func:`boxes_to_keypoints`, :func:`l2_normalize_rows`) is plain numpy.
+:func:`boxes_to_keypoints`, :func:`l2_normalize`) is plain numpy.
 
 TensorFlow is imported only when a model is loaded.
 """
@@ -28,8 +28,9 @@ from typing import Dict, List, Optional, Sequence, Tuple, Union
 import numpy as np
 
 from ..config import ExtractConfig
-from ..images import resize_max_side, scale_keypoints_back
-from .base import Backend, Features, file_mentions, saved_model_file
+from ..features import Features, l2_normalize
+from ..io.images import resize_max_side, scale_keypoints_back
+from .base import Backend, as_rgb_uint8, file_mentions, saved_model_file, short_error
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -67,13 +68,6 @@ def _import_tf():
 # Pure post-processing (numpy)
 
 
-def l2_normalize_rows(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
-    """L2-normalise the rows of ``x`` (N, D); zero rows stay zero. Returns float32 (N, D)."""
-    x = np.asarray(x, np.float32)
-    norms = np.linalg.norm(x, axis=-1, keepdims=True)
-    return (x / np.maximum(norms, eps)).astype(np.float32, copy=False)
-
-
 def pool_global(raw: np.ndarray) -> np.ndarray:
     """Combine per-scale global descriptors the official way: L2 per row, sum, L2.
 
@@ -88,8 +82,8 @@ def pool_global(raw: np.ndarray) -> np.ndarray:
         raw = raw[None]
     if raw.ndim != 2 or raw.shape[0] == 0:
         raise ValueError(f"expected global descriptors of shape (S>=1, D), got {raw.shape}")
-    pooled = l2_normalize_rows(raw).sum(axis=0)
-    return l2_normalize_rows(pooled[None])[0]
+    pooled = l2_normalize(raw).sum(axis=0)
+    return l2_normalize(pooled[None])[0]
 
 
 def boxes_to_keypoints(boxes: np.ndarray) -> np.ndarray:
@@ -299,29 +293,6 @@ def load_delg(model_dir: Union[str, Path]) -> DelgModel:
 # Backend
 
 
-def _short_error(exc: BaseException, limit: int = 300) -> str:
-    """The informative part of a (possibly multi-line) TensorFlow error message."""
-    text = str(getattr(exc, "message", None) or exc)
-    skip = ("Graph execution error", "Detected at node", "<stack traces", "File ")
-    lines = [ln.strip() for ln in text.splitlines() if ln.strip() and not ln.strip().startswith(skip)]
-    return " ".join(lines)[:limit] or type(exc).__name__
-
-
-def _as_rgb_uint8(image: np.ndarray) -> np.ndarray:
-    image = np.asarray(image)
-    if image.dtype != np.uint8:
-        raise ValueError(f"expected a uint8 image, got dtype {image.dtype}")
-    if image.ndim == 2:
-        image = np.repeat(image[..., None], 3, axis=2)
-    if image.ndim != 3 or image.shape[2] not in (1, 3, 4):
-        raise ValueError(f"expected an (H, W, 3) RGB image, got shape {image.shape}")
-    if image.shape[2] == 1:
-        image = np.repeat(image, 3, axis=2)
-    elif image.shape[2] == 4:
-        image = image[..., :3]
-    return np.ascontiguousarray(image)
-
-
 class DelgBackend(Backend):
     """DELG features from a SavedModel: one model call per image gives global + local features.
 
@@ -377,7 +348,7 @@ class DelgBackend(Backend):
         Raises:
             ValueError: not an image, or the model failed on it (the message names the size).
         """
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         height, width = image.shape[:2]
         resized, factors = resize_max_side(image, self.conf.max_image_size)
         rh, rw = resized.shape[:2]
@@ -395,7 +366,7 @@ class DelgBackend(Backend):
         except Exception as exc:  # TF errors (e.g. an image too small for a scale)
             raise ValueError(f"DELG extraction failed on a {width}x{height} image (model input "
                              f"{rw}x{rh}, scales {self.scales.tolist()}): "
-                             f"{type(exc).__name__}: {_short_error(exc)}") from exc
+                             f"{type(exc).__name__}: {short_error(exc)}") from exc
 
         global_descriptor = None
         if want_global:
@@ -406,7 +377,7 @@ class DelgBackend(Backend):
         if not local:
             return Features.empty(self.local_dim, (width, height), global_descriptor)
 
-        descriptors = l2_normalize_rows(out["features"])
+        descriptors = l2_normalize(out["features"])
         self.local_dim = int(descriptors.shape[1])
         keypoints = scale_keypoints_back(boxes_to_keypoints(out["boxes"]), factors)
         return Features(

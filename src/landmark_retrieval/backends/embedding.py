@@ -29,21 +29,18 @@ from pathlib import Path
 from typing import Callable, Dict, List, Optional, Sequence, Tuple, Union
 
 import numpy as np
-from PIL import Image
 
 from ..config import EmbeddingConfig, ExtractConfig
-from ..images import resize_max_side
-from .base import Backend, Features, file_mentions, saved_model_file
-from .delg import _as_rgb_uint8, _short_error, l2_normalize_rows, pool_global
+from ..features import Features, l2_normalize
+from ..io.images import resize_max_side
+from .base import Backend, as_rgb_uint8, file_mentions, saved_model_file, short_error
+from .delg import pool_global
+from .embedding_input import pool_output, resize_for_model, scale_pixels, to_model_input
 
 logger = logging.getLogger("landmark_retrieval")
 
 KERAS_SUFFIXES = (".keras", ".h5", ".hdf5")
 ONNX_SUFFIXES = (".onnx",)
-IMAGENET_MEAN = (0.485, 0.456, 0.406)  # RGB, of 0-1 pixels
-IMAGENET_STD = (0.229, 0.224, 0.225)
-CAFFE_MEAN = (123.68, 116.779, 103.939)  # RGB, of 0-255 pixels (keras.applications "caffe" mode)
-GEM_EPS = 1e-6
 #: the grey image the model is tried on when the backend is built (height, width)
 PROBE_SIZE = (192, 256)
 
@@ -65,7 +62,7 @@ def _import_tf():
 def looks_like_embedding_model(path: Union[str, Path]) -> bool:
     """Whether ``path`` is a Keras or ONNX file, or a SavedModel folder with a ``serving_default``
     signature (checked as bytes, nothing is imported). DELG SavedModels are claimed by ``delg``
-    first (see :func:`landmark_retrieval.backends.backend_for_model`)."""
+    first (see :func:`landmark_retrieval.backends.registry.backend_for_model`)."""
     path = Path(path)
     if path.is_file():
         return path.suffix.lower() in KERAS_SUFFIXES + ONNX_SUFFIXES
@@ -95,127 +92,6 @@ def model_format(path: Path, fmt: str = "auto") -> str:
 
 # ---------------------------------------------------------------------------------------------
 # Preprocessing and pooling (pure numpy)
-
-
-def _resized(image: np.ndarray, height: int, width: int) -> np.ndarray:
-    if image.shape[:2] == (height, width):
-        return image
-    return np.asarray(Image.fromarray(image).resize((width, height), Image.BILINEAR))
-
-
-def _fit(h: int, w: int, th: int, tw: int) -> Tuple[int, int]:
-    s = min(th / h, tw / w)
-    return max(1, min(th, int(round(h * s)))), max(1, min(tw, int(round(w * s))))
-
-
-def resize_for_model(image: np.ndarray, policy: str, size: Optional[Tuple[int, int]],
-                     scale: float = 1.0) -> np.ndarray:
-    """Resize an image for the model (bilinear, PIL: antialiased when shrinking).
-
-    Args:
-        image: (H, W, 3) uint8.
-        policy: ``resize`` (to ``size`` x ``scale``, aspect not kept), ``keep_aspect`` (fit inside
-            it keeping the aspect ratio, then pad with black to exactly that size, image centred),
-            ``fit`` (fit inside it, no padding: the longer side reaches it) or ``none`` (the image
-            times ``scale``).
-        size: ``(height, width)`` of the model input at scale 1 (unused by ``none``).
-        scale: multiplier of ``size`` (of the image size for ``none``).
-
-    Returns:
-        (h, w, 3) uint8.
-    """
-    h, w = image.shape[:2]
-    if policy == "none":
-        if scale == 1.0:
-            return image
-        return _resized(image, max(1, int(round(h * scale))), max(1, int(round(w * scale))))
-    if size is None:
-        raise ValueError(f"resize policy {policy!r} needs an input size")
-    th, tw = max(1, int(round(size[0] * scale))), max(1, int(round(size[1] * scale)))
-    if policy == "resize":
-        return _resized(image, th, tw)
-    nh, nw = _fit(h, w, th, tw)
-    fitted = _resized(image, nh, nw)
-    if policy == "fit":
-        return fitted
-    if policy != "keep_aspect":
-        raise ValueError(f"unknown resize policy {policy!r}")
-    out = np.zeros((th, tw, image.shape[2]), np.uint8)
-    top, left = (th - nh) // 2, (tw - nw) // 2
-    out[top:top + nh, left:left + nw] = fitted
-    return out
-
-
-def scale_pixels(image: np.ndarray, scaling: str) -> np.ndarray:
-    """RGB uint8 pixels (H, W, 3) -> float32 model values (H, W, 3), still RGB.
-
-    ``0-255``: unchanged; ``0-1``: x / 255; ``-1-1``: x / 127.5 - 1; ``imagenet``:
-    (x / 255 - mean) / std with the ImageNet RGB mean (0.485, 0.456, 0.406) and std
-    (0.229, 0.224, 0.225); ``caffe``: x - (123.68, 116.779, 103.939) (no division).
-    """
-    x = np.asarray(image, np.float32)
-    if scaling == "0-255":
-        return x
-    if scaling == "0-1":
-        return x / np.float32(255.0)
-    if scaling == "-1-1":
-        return x / np.float32(127.5) - np.float32(1.0)
-    if scaling == "imagenet":
-        return (x / np.float32(255.0) - np.asarray(IMAGENET_MEAN, np.float32)) / np.asarray(IMAGENET_STD, np.float32)
-    if scaling == "caffe":
-        return x - np.asarray(CAFFE_MEAN, np.float32)
-    raise ValueError(f"unknown pixel scaling {scaling!r}")
-
-
-def to_model_input(x: np.ndarray, channel_order: str = "RGB", layout: str = "NHWC",
-                   batch: bool = True, dtype=np.float32) -> np.ndarray:
-    """Scaled RGB values (H, W, 3) -> the model's input: channels reordered (``BGR``), channels
-    moved first (``NCHW``), a batch dimension of 1 (``batch``), cast to ``dtype``.
-
-    Returns:
-        (1, H, W, 3), (1, 3, H, W), or the same without the batch dimension; C-contiguous.
-    """
-    if channel_order == "BGR":
-        x = x[..., ::-1]
-    if layout == "NCHW":
-        x = np.transpose(x, (2, 0, 1))
-    if batch:
-        x = x[None]
-    return np.ascontiguousarray(x, dtype=dtype)
-
-
-def pool_output(y: np.ndarray, pooling: str = "gem", layout: str = "NHWC", gem_p: float = 3.0) -> np.ndarray:
-    """One image's model output -> a (D,) float32 vector (not normalised).
-
-    A leading batch dimension of 1 is dropped. A vector (D,) is returned as it is. A feature map
-    (H, W, C), or (C, H, W) for ``layout="NCHW"`` (turned into (H, W, C) first), and a token
-    sequence (N, C) are pooled over their positions: ``gem`` (mean of ``max(x, 1e-6) ** p``, then
-    ``** (1 / p)``), ``avg``, ``max``, or ``none`` (flattened in (H, W, C) order).
-
-    Raises:
-        ValueError: an output of another rank.
-    """
-    y = np.asarray(y, np.float32)
-    if y.ndim >= 2 and y.shape[0] == 1:
-        y = y[0]
-    if y.ndim == 1:
-        return y
-    if y.ndim == 3 and layout == "NCHW":
-        y = np.transpose(y, (1, 2, 0))
-    if y.ndim not in (2, 3):
-        raise ValueError(f"expected a vector, a feature map or a token sequence, got an output of shape {y.shape}")
-    if pooling == "none":
-        return y.reshape(-1)
-    positions = y.reshape(-1, y.shape[-1])
-    if pooling == "avg":
-        return positions.mean(axis=0)
-    if pooling == "max":
-        return positions.max(axis=0)
-    if pooling == "gem":
-        p = np.float64(gem_p)
-        pooled = np.mean(np.maximum(positions.astype(np.float64), GEM_EPS) ** p, axis=0) ** (1.0 / p)
-        return pooled.astype(np.float32)
-    raise ValueError(f"unknown pooling {pooling!r}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -290,7 +166,7 @@ def _load_keras(path: Path, output: Optional[str]) -> EmbeddingModel:
     except Exception as exc:
         raise EmbeddingModelError(
             f"Keras {getattr(keras, '__version__', '?')} could not load {path}: {type(exc).__name__}: "
-            f"{_short_error(exc)}. A model with custom layers loads without their Python code once exported "
+            f"{short_error(exc)}. A model with custom layers loads without their Python code once exported "
             f"as a SavedModel (model.export(DIR)); then set --model DIR.") from exc
     if len(model.inputs) != 1:
         raise EmbeddingModelError(f"{path} has {len(model.inputs)} inputs; an embedding model takes one image")
@@ -319,7 +195,7 @@ def _load_savedmodel(path: Path, signature: str) -> EmbeddingModel:
         obj = tf.saved_model.load(str(path))
     except Exception as exc:
         raise EmbeddingModelError(f"TensorFlow {tf.__version__} could not load the SavedModel at {path}: "
-                                  f"{type(exc).__name__}: {_short_error(exc)}. {_FIX}") from exc
+                                  f"{type(exc).__name__}: {short_error(exc)}. {_FIX}") from exc
     signatures = getattr(obj, "signatures", None) or {}
     if signature in signatures:
         fn = signatures[signature]
@@ -366,7 +242,7 @@ def _load_onnx(path: Path) -> EmbeddingModel:
         session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     except Exception as exc:
         raise EmbeddingModelError(f"ONNX Runtime {ort.__version__} could not load {path}: "
-                                  f"{type(exc).__name__}: {_short_error(exc)}. {_FIX}") from exc
+                                  f"{type(exc).__name__}: {short_error(exc)}. {_FIX}") from exc
     inputs = session.get_inputs()
     if len(inputs) != 1:
         raise EmbeddingModelError(f"{path} has {len(inputs)} inputs ({[i.name for i in inputs]}); an embedding "
@@ -521,7 +397,7 @@ class EmbeddingBackend(Backend):
             raise ValueError(
                 f"The embedding model {self.model.path or 'callable'} failed on a test image with resize={e.resize}, "
                 f"input_size={e.input_size}, layout={self.layout}, scales={list(e.scales)}, output={e.output}, "
-                f"pooling={e.pooling}: {type(exc).__name__}: {_short_error(exc)}. Check extract.embedding.*") from exc
+                f"pooling={e.pooling}: {type(exc).__name__}: {short_error(exc)}. Check extract.embedding.*") from exc
         self.global_dim = int(g.shape[0])
 
     def describe(self) -> dict:
@@ -558,7 +434,7 @@ class EmbeddingBackend(Backend):
             raise ValueError(f"the views give descriptors of different sizes {[v.shape[0] for v in views]} "
                              "(pooling=none on a feature map whose size follows the image?)")
         if len(views) == 1:
-            return l2_normalize_rows(views[0][None])[0]
+            return l2_normalize(views[0][None])[0]
         return pool_global(np.stack(views))
 
     def extract(self, image: np.ndarray, local: bool = True, global_: bool = True) -> Features:
@@ -568,7 +444,7 @@ class EmbeddingBackend(Backend):
         Raises:
             ValueError: not an image, or the model failed on it (the message names the size).
         """
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         height, width = image.shape[:2]
         if not global_:
             return Features.empty(0, (width, height))
@@ -579,12 +455,9 @@ class EmbeddingBackend(Backend):
             raise
         except Exception as exc:
             raise ValueError(f"Embedding extraction failed on a {width}x{height} image: "
-                             f"{type(exc).__name__}: {_short_error(exc)}") from exc
+                             f"{type(exc).__name__}: {short_error(exc)}") from exc
         if not np.all(np.isfinite(g)):
             g = np.zeros_like(g)  # recorded as "no usable global descriptor" by the extract step
         return Features.empty(0, (width, height), g)
 
 
-__all__ = ["EmbeddingBackend", "EmbeddingModel", "EmbeddingModelError", "load_embedding_model",
-           "looks_like_embedding_model", "model_format", "pool_output", "resize_for_model", "scale_pixels",
-           "to_model_input", "IMAGENET_MEAN", "IMAGENET_STD", "CAFFE_MEAN"]

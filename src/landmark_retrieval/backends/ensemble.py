@@ -8,7 +8,7 @@ other) local features for re-ranking only. Here the global descriptor of an imag
 where ``g_i`` is member ``i``'s L2-normalised global descriptor and ``w_i`` its weight (so a
 member's share of the cosine similarity is ``w_i**2 / sum(w**2)``). Members are any registered
 backends with a global descriptor of their own (``embedding``, ``delg``), each with its own
-settings (:func:`landmark_retrieval.config.ensemble_members`). Backends that build the global
+settings (:func:`landmark_retrieval.backends.ensemble.ensemble_members`). Backends that build the global
 descriptor from local features with a codebook fitted on train images (VLAD of ``sift``) cannot be
 members: they are refused with the fix (use them as the local backend).
 
@@ -18,14 +18,20 @@ The image is decoded once and handed to every member and the local backend.
 """
 from __future__ import annotations
 
+import copy
 import logging
+import math
+from dataclasses import dataclass
 from typing import List, Optional, Tuple
 
 import numpy as np
 
-from ..config import ExtractConfig, ensemble_local, ensemble_members
-from .base import Backend, Features
-from .delg import _as_rgb_uint8, l2_normalize_rows
+from ..config import EnsembleConfig, ExtractConfig, extract_sections
+from ..features import Features, l2_normalize
+from ..overrides import RECORDS_EXAMPLE, apply_settings, coerce_scalar
+from .base import Backend, as_rgb_uint8
+from .embedding_input import validate_embedding
+from .registry import BACKENDS, make_backend
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -43,9 +49,9 @@ def concat_globals(descriptors: List[np.ndarray], weights: List[float]) -> np.nd
     if len(descriptors) != len(weights) or not descriptors:
         raise ValueError(f"expected one weight per descriptor, got {len(descriptors)} descriptors and "
                          f"{len(weights)} weights")
-    parts = [np.float32(w) * l2_normalize_rows(np.asarray(g, np.float32).reshape(1, -1))[0]
+    parts = [np.float32(w) * l2_normalize(np.asarray(g, np.float32).reshape(1, -1))[0]
              for g, w in zip(descriptors, weights)]
-    return l2_normalize_rows(np.concatenate(parts)[None])[0]
+    return l2_normalize(np.concatenate(parts)[None])[0]
 
 
 class EnsembleBackend(Backend):
@@ -68,8 +74,6 @@ class EnsembleBackend(Backend):
 
     def __init__(self, conf: Optional[ExtractConfig] = None,
                  members: Optional[List[Tuple[str, float, Backend]]] = None, local: Optional[Backend] = None):
-        from . import make_backend
-
         self.conf = conf
         if members is None:
             if conf is None:
@@ -153,7 +157,7 @@ class EnsembleBackend(Backend):
         Raises:
             ValueError: a member failed or gave no usable global descriptor (named).
         """
-        image = _as_rgb_uint8(image)
+        image = as_rgb_uint8(image)
         height, width = image.shape[:2]
         want_local = bool(local) and self.local_backend is not None
         local_feats: Optional[Features] = None
@@ -182,4 +186,111 @@ class EnsembleBackend(Backend):
         return local_feats
 
 
-__all__ = ["EnsembleBackend", "concat_globals"]
+
+@dataclass
+class EnsembleMember:
+    """One member of an ensemble (see :func:`ensemble_members`)."""
+
+    name: str  # its label: the record's "name", else the backend (numbered when several unnamed share it)
+    weight: float  # its global descriptor is multiplied by this before concatenation
+    extract: "ExtractConfig"  # its complete settings (backend, model_path, sections)
+
+
+#: what a member record may set besides "backend", "weight", "name" and the backend sections; the
+#: other extract settings (max_pixels, shard_size, train_local, ...) belong to the whole step
+MEMBER_OPTIONS = ("model_path", "max_image_size")
+
+
+def ensemble_members(extract: ExtractConfig) -> List[EnsembleMember]:
+    """The members of ``extract.ensemble``, validated, each with its complete extract settings.
+
+    A member's settings are ``extract``'s (its sections, ``model_path``, ``max_image_size``) with
+    the member record's own applied over them, so ``--set extract.embedding.input_size=512``
+    reaches every embedding member that does not set its own.
+
+    Raises:
+        ValueError / KeyError: naming the member (``extract.ensemble.members[1].weight: ...``).
+    """
+    where0 = "extract.ensemble.members"
+    records = extract.ensemble.members
+    if not records:
+        raise ValueError(f"{where0}: the ensemble backend needs at least one member, e.g. "
+                         f"--set 'extract.ensemble.members={RECORDS_EXAMPLE}'")
+    sections = tuple(s for s in extract_sections() if s != "ensemble")
+    allowed = ("backend", "weight", "name") + MEMBER_OPTIONS + sections
+    choices = ", ".join(b for b in BACKENDS if b != "ensemble")
+    base = copy.deepcopy(extract)
+    base.ensemble = EnsembleConfig()
+    unnamed = [r.get("backend") if "name" not in r else None for r in records]
+    members: List[EnsembleMember] = []
+    for i, record in enumerate(records):
+        where = f"{where0}[{i}]"
+        unknown = [k for k in record if k not in allowed]
+        if unknown:
+            raise KeyError(f"Unknown option {where}.{unknown[0]}; a member takes: {', '.join(allowed)} (the other "
+                           "extract settings apply to the whole step: set them as extract.OPTION)")
+        backend = record.get("backend")
+        if backend not in BACKENDS or backend == "ensemble":
+            why = ("an ensemble cannot be a member of an ensemble (list its members here instead)"
+                   if backend == "ensemble" else f"unknown backend {backend!r}" if backend else "missing")
+            raise ValueError(f"{where}.backend: {why}; choose one of: {choices}")
+        weight = coerce_scalar(record.get("weight", 1.0), float, f"{where}.weight")
+        if not (math.isfinite(weight) and weight > 0):
+            raise ValueError(f"{where}.weight: expected a positive number, got {weight}")
+        conf = copy.deepcopy(base)
+        apply_settings(conf, {k: v for k, v in record.items() if k not in ("weight", "name")}, where0, where)
+        validate_embedding(conf.embedding, f"{where}.embedding")
+        if "name" in record:
+            name = coerce_scalar(record["name"], str, f"{where}.name")
+        elif unnamed.count(backend) > 1:
+            name = f"{backend}{unnamed[:i + 1].count(backend)}"
+        else:
+            name = backend
+        if not name or name in [m.name for m in members]:
+            raise ValueError(f"{where}.name: {name!r} is {'empty' if not name else 'the name of another member'}; "
+                             "give every member its own name")
+        members.append(EnsembleMember(name, weight, conf))
+    return members
+
+
+def ensemble_local(extract: ExtractConfig,
+                   members: List[EnsembleMember]) -> Tuple[Optional[int], Optional[ExtractConfig]]:
+    """Where an ensemble's local features come from (``extract.ensemble.local``).
+
+    Returns:
+        ``(member index, None)`` when ``local`` names a member (its name, or the backend of
+        exactly one member), ``(None, settings)`` for a separate backend configured by ``extract``'s
+        own settings (e.g. ``sift`` with ``extract.sift``), ``(None, None)`` for no local features.
+
+    Raises:
+        ValueError: an unknown name, or a backend shared by several members (name one).
+    """
+    local = extract.ensemble.local
+    if local is None:
+        return None, None
+    names = [m.name for m in members]
+    if local in names:
+        return names.index(local), None
+    same = [m.name for m in members if m.extract.backend == local]
+    if len(same) > 1:
+        raise ValueError(f"extract.ensemble.local: {len(same)} members use the {local} backend ({', '.join(same)}): "
+                         "set local to the name of one of them")
+    if same:
+        return names.index(same[0]), None
+    if local not in BACKENDS or local == "ensemble":
+        raise ValueError(f"extract.ensemble.local: {local!r} is neither a member ({', '.join(names)}) nor a backend "
+                         f"({', '.join(b for b in BACKENDS if b != 'ensemble')}); none = no local features")
+    conf = copy.deepcopy(extract)
+    conf.backend = local
+    conf.ensemble = EnsembleConfig()
+    return None, conf
+
+
+def backends_used(extract: ExtractConfig) -> List[str]:
+    """The backend and, for an ensemble, its members' and local backend's names (unvalidated)."""
+    names = [extract.backend]
+    if extract.backend == "ensemble":
+        names += [r.get("backend") for r in extract.ensemble.members if isinstance(r.get("backend"), str)]
+        if extract.ensemble.local:
+            names.append(extract.ensemble.local)
+    return names

@@ -7,7 +7,7 @@ Descriptors are stored as they come, packed bits: uint8 (N, 32) (see
 SIFT and its descriptors take 32 bytes instead of 512, at the price of less distinctive matches.
 
 The global descriptor is VLAD (``extract.vlad``, as for ``sift``) over the descriptors unpacked
-to float (N, 256) vectors of 0s and 1s (:func:`~landmark_retrieval.backends.aggregators.as_float_descriptors`;
+to float (N, 256) vectors of 0s and 1s (:func:`~landmark_retrieval.backends.codebook.as_float_descriptors`;
 the training sample is drawn on the packed rows); the codebook is fitted on train images only,
 seeded, and stored with the features.
 """
@@ -20,13 +20,13 @@ import cv2
 import numpy as np
 
 from ..config import ExtractConfig
-from ..images import resize_max_side, scale_keypoints_back
-from .aggregators import as_float_descriptors, describe_global, make_global
-from .base import Backend, Features
+from ..features import Features
+from ..io.images import resize_max_side, scale_keypoints_back
+from .aggregators import describe_global, make_global
+from .base import Backend
 
 logger = logging.getLogger("landmark_retrieval")
 
-__all__ = ["OrbBackend", "as_float_descriptors"]
 
 #: bytes of one ORB descriptor (256 bits)
 ORB_BYTES = 32
@@ -35,7 +35,7 @@ ORB_BYTES = 32
 class OrbBackend(Backend):
     """ORB keypoints and binary descriptors (OpenCV) + VLAD global descriptor.
 
-    Reads ``extract.orb`` and ``extract.vlad`` (see :data:`landmark_retrieval.backends.BACKENDS`).
+    Reads ``extract.orb`` and ``extract.vlad`` (see :data:`landmark_retrieval.backends.registry.BACKENDS`).
     Keypoints are in original-image pixels, ``scores`` the ORB (Harris) response, ``scales``
     the keypoint size in original-image pixels; descriptors (N, 32) uint8.
     """

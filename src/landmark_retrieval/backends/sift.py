@@ -17,11 +17,10 @@ import cv2
 import numpy as np
 
 from ..config import ExtractConfig
-from ..images import resize_max_side, scale_keypoints_back
-from .aggregators import VladAggregator, describe_global, make_global
-from .base import Backend, Features
-
-__all__ = ["SiftBackend", "VladAggregator", "root_sift"]  # VladAggregator lives in .aggregators
+from ..features import Features
+from ..io.images import resize_max_side, scale_keypoints_back
+from .aggregators import describe_global, make_global
+from .base import Backend
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -40,7 +39,7 @@ class SiftBackend(Backend):
     """RootSIFT keypoints/descriptors (OpenCV SIFT) + a global descriptor (VLAD by default).
 
     Reads ``extract.sift`` and the section of ``extract.global_descriptor`` (see
-    :data:`landmark_retrieval.backends.BACKENDS`); :meth:`describe` stores both with the features.
+    :data:`landmark_retrieval.backends.registry.BACKENDS`); :meth:`describe` stores both with the features.
     """
 
     name = "sift"

@@ -189,5 +189,3 @@ def export_embedding_model(directory: Union[str, Path], seed: int = 0, dim: int 
     return out
 
 
-__all__ = ["FORMATS", "HEADS", "build_embedding_network", "embedding_weights", "export_embedding_model",
-           "export_onnx_embedding", "mean_pixel_network", "onnx_available"]

@@ -20,7 +20,7 @@ import shutil
 from pathlib import Path
 from typing import Dict, List, Union
 
-from ..dataset import image_path
+from ..io.dataset import image_path
 
 
 def build_glr_from_groups(photos: Union[str, Path], root: Union[str, Path], copy: bool = False,

@@ -144,4 +144,3 @@ def delg_like_set(num_landmarks: int = 40, train_views: int = 5, test_views: int
     return out
 
 
-__all__ = ["IMAGE_SIZE", "SyntheticSet", "delg_like_set", "random_descriptors"]

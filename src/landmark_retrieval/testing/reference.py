@@ -3,7 +3,7 @@
 :func:`reference_matches` is putative matching as it was written before it was optimised
 (issue 11): the float32 similarity matrix, ``argmax`` per row, the second neighbour from
 ``np.partition``, the mutual check from ``argmax`` over columns, then (new) the cap on the
-number of matches by a full sort. :func:`landmark_retrieval.verify.match_descriptors` must
+number of matches by a full sort. :func:`landmark_retrieval.matching.pairs.match_descriptors` must
 return exactly the same matches.
 """
 from __future__ import annotations
@@ -16,7 +16,7 @@ import numpy as np
 def reference_matches(desc0: np.ndarray, desc1: np.ndarray, max_distance: float = 0.9,
                       ratio_test: Optional[float] = None, mutual: bool = False,
                       max_matches: Optional[int] = None) -> np.ndarray:
-    """Nearest-neighbour matches (see :func:`landmark_retrieval.verify.match_descriptors`).
+    """Nearest-neighbour matches (see :func:`landmark_retrieval.matching.pairs.match_descriptors`).
 
     Args:
         desc0: (N0, D) float32; desc1: (N1, D) float32 unit rows.
@@ -46,4 +46,3 @@ def reference_matches(desc0: np.ndarray, desc1: np.ndarray, max_distance: float 
     return np.stack([i0, nn[i0]], axis=1).astype(np.int64)
 
 
-__all__ = ["reference_matches"]

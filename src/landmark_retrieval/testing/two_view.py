@@ -13,9 +13,6 @@ from typing import Tuple
 
 import numpy as np
 
-__all__ = ["H_TRUE", "IMAGE_SIZE", "epipolar_distance", "planar_matches", "project", "true_fundamental",
-           "two_view_matches"]
-
 IMAGE_SIZE = (1000, 800)  # (width, height)
 H_TRUE = np.array([[0.9, 0.15, 40.0], [-0.1, 1.05, -25.0], [2e-4, -1e-4, 1.0]])
 _K = np.array([[800.0, 0, 500], [0, 800, 400], [0, 0, 1]])

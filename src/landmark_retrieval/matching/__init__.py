@@ -1,0 +1,1 @@
+"""Pair matching, robust geometry estimators and the verification worker pool."""
