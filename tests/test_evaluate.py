@@ -7,6 +7,7 @@ from landmark_retrieval.io.tables import Solution
 from landmark_retrieval.metrics import (
     global_average_precision,
     mean_average_precision,
+    recall_at_k,
     relevant_train_images,
     top1_accuracy,
 )
@@ -72,3 +73,40 @@ def test_evaluate_files_with_usage(tmp_path):
     assert m["gap_private"] == 0.0
     assert json.loads(out.read_text())["gap"] == pytest.approx(0.25)
     assert Solution({"a": [1]}, {"a": "Ignored"}).subset(None) == {}
+
+
+def test_recall_at_k_hand_computed():
+    rankings = {"q1": ["a", "b", "c"], "q2": ["x", "y", "z"], "q3": ["c", "c", "a"], "q4": ["a"]}
+    relevant = {"q1": ["c"], "q2": ["z", "w"], "q3": ["a"], "q5": ["a"], "d": []}
+    # first relevant at rank 2 (q1), 2 (q2), 2 (q3, after a duplicate), never (q5: not ranked); d is a distractor
+    assert recall_at_k(rankings, relevant, (1, 2, 3, 100)) == {1: 0.0, 2: 0.0, 3: 0.75, 100: 0.75}
+    assert recall_at_k({"q": ["a", "b"]}, {"q": ["a"]}, (1,)) == {1: 1.0}
+    assert recall_at_k({}, {"d": []}, (1, 10)) == {1: 0.0, 10: 0.0}
+
+
+def test_recall_at_k_rejects_bad_arguments():
+    with pytest.raises(TypeError, match="rankings"):
+        recall_at_k(None, {}, (1,))
+    with pytest.raises(TypeError, match=r"relevant\['q'\]"):
+        recall_at_k({}, {"q": "abc"}, (1,))
+    with pytest.raises(ValueError, match="positive ints"):
+        recall_at_k({}, {}, (0,))
+
+
+def test_a_run_reports_where_it_loses_its_queries(small_dataset, tmp_path):
+    """evaluate: recall@k of the global ranking, recall among the re-ranked candidates, and how
+    many of those verification put first; consistent with each other and written to metrics.json."""
+    from landmark_retrieval.evaluate import evaluate
+    from landmark_retrieval.pipeline import run
+    from landmark_retrieval.presets import get_config
+
+    conf = get_config("demo", {"retrieve": {"k": 20}})
+    work = tmp_path / "work"
+    run(conf, small_dataset, work, tmp_path / "submission.csv")
+    metrics = json.loads(evaluate(conf, small_dataset, work).read_text())
+    assert [k for k in metrics if k.startswith("recall_at_")] == ["recall_at_1", "recall_at_10", "recall_at_rerank"]
+    assert 0 < metrics["recall_at_1"] <= metrics["recall_at_rerank"] <= metrics["recall_at_10"] <= 1
+    assert metrics["num_relevant_queries"] == metrics["num_landmark_test"]
+    assert metrics["verified_confirmed"] == pytest.approx(metrics["verified_recall_at_1"] / metrics["recall_at_rerank"])
+    # the verified first image is the verified prediction's top neighbour: top-1 accuracy agrees
+    assert metrics["verified_recall_at_1"] >= metrics["recall_at_1"]

@@ -1,8 +1,14 @@
 """Step 6: local scoring, as Kaggle scores GLR submissions.
 
 This module reads the files (``submission.csv``, ``solution.csv``, a run's work directory) and
-calls the pure metric functions of :mod:`.metrics` (GAP, top-1, mAP@100), which it re-exports:
-``from landmark_retrieval.evaluate import global_average_precision`` keeps working.
+calls the pure metric functions of :mod:`landmark_retrieval.metrics` (GAP, top-1, mAP@100, recall@k).
+
+A run's scores say where queries are lost: ``recall_at_{1,10,30,100}`` (was a correct image
+retrieved among the first k by global descriptor?), ``recall_at_rerank`` (among the
+``verify.num_to_rerank`` candidates that verification sees), ``verified_recall_at_1`` (is the first
+image after re-ranking correct?) and ``verified_confirmed`` (of the queries with a correct
+candidate, the share that verification ranked first). Cut-offs deeper than the retrieved
+``retrieve.k`` neighbours are left out.
 """
 from __future__ import annotations
 
@@ -12,12 +18,12 @@ from pathlib import Path
 from typing import Dict, Mapping, Optional, Sequence, Union
 
 from .io.atomic import write_text_atomic
-from .io.candidates import load_candidates
+from .io.candidates import Candidates, load_candidates
 from .io.dataset import Dataset, load_dataset
 from .io.layout import metrics_path, predictions_path, read_predictions
 from .io.submission import read_retrieval_submission, read_submission
 from .io.tables import RetrievalSolution, Solution, read_retrieval_solution_csv, read_solution_csv
-from .metrics import mean_average_precision, relevant_train_images, score_predictions
+from .metrics import mean_average_precision, recall_at_k, relevant_train_images, score_predictions
 from .search.rerank import predict_one, rank_index
 
 logger = logging.getLogger("landmark_retrieval")
@@ -72,10 +78,12 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
         if conf.retrieve.label_aware and dataset.has_train:
             variants["label"] = (True, True)
         out: Dict[str, float] = {}
+        rankings = {}
         for name, (verified, label_aware) in variants.items():
-            ranking = {q: rank_index(c, conf, verified, label_aware)[:100] for q, c in candidates.items()}
-            for k, v in score_rankings(ranking, dataset.solution).items():
+            rankings[name] = {q: rank_index(c, conf, verified, label_aware)[:100] for q, c in candidates.items()}
+            for k, v in score_rankings(rankings[name], dataset.solution).items():
                 out[f"{name}_{k}" if not k.startswith("num") else k] = v
+        out.update(recall_metrics(candidates, rankings["verified"], dataset.solution.subset(None), conf))
         return out
     sol = dataset.solution
     labels = dataset.labels()
@@ -92,7 +100,36 @@ def evaluate_run(conf, data: Union[str, Path, Dataset], work: Union[str, Path]) 
     }
     for name, ranking in rankings.items():
         metrics[f"{name}_map100"] = mean_average_precision(ranking, relevant, 100)
+    metrics.update(recall_metrics(candidates, rankings["verified"], relevant, conf))
     return metrics
+
+
+RECALL_CUTOFFS = (1, 10, 30, 100)
+
+
+def recall_metrics(candidates: Mapping[str, Candidates], verified: Mapping[str, Sequence[str]],
+                   relevant: Mapping[str, Sequence[str]], conf) -> Dict[str, float]:
+    """Where a run loses its queries (see the module docstring).
+
+    Args:
+        candidates: test id -> its retrieved candidates (global order).
+        verified: test id -> ranked ids after re-ranking by verification.
+        relevant: test id -> relevant database ids (test images without any are left out).
+        conf: the run's configuration (``retrieve.k``, ``verify.num_to_rerank``, ``verify.enabled``).
+    """
+    retrieved = {q: list(c.db_ids) for q, c in candidates.items()}
+    depth = max((len(ids) for ids in retrieved.values()), default=0)
+    cutoffs = [k for k in RECALL_CUTOFFS if k <= max(depth, 1)]
+    rerank = max(1, min(conf.verify.num_to_rerank, max(depth, 1)))
+    recall = recall_at_k(retrieved, relevant, tuple(cutoffs) + (rerank,))
+    out: Dict[str, float] = {f"recall_at_{k}": recall[k] for k in cutoffs}
+    out["recall_at_rerank"] = recall[rerank]
+    out["num_relevant_queries"] = sum(1 for ids in relevant.values() if len(ids))
+    if conf.verify.enabled:
+        first = recall_at_k(verified, relevant, (1,))[1]
+        out["verified_recall_at_1"] = first
+        out["verified_confirmed"] = first / recall[rerank] if recall[rerank] > 0 else 0.0
+    return out
 
 
 def score_rankings(rankings: Mapping[str, Sequence[str]], solution: RetrievalSolution) -> Dict[str, float]:

@@ -170,6 +170,41 @@ def mean_average_precision(predictions: Mapping[str, Sequence[str]],
     return total / len(queries)
 
 
+def recall_at_k(rankings: Mapping[str, Sequence[str]], relevant: Mapping[str, Sequence[str]],
+                ks: Sequence[int] = (1, 10, 30, 100)) -> Dict[int, float]:
+    """Retrieval recall: the share of queries with at least one relevant image among their first
+    ``k`` ranked ids (was a correct image retrieved at all?).
+
+    Args:
+        rankings: query id -> ranked ids, best first (a list, not a string); a query missing here
+            counts as not found.
+        relevant: query id -> relevant ids; queries with none are left out (distractors).
+        ks: positive ints, the cut-offs.
+
+    Returns:
+        ``{k: recall}`` in [0, 1] for each ``k`` (0.0 when no query has relevant ids).
+
+    Raises:
+        TypeError, ValueError: a non-mapping argument, a string where a list of ids is expected
+            (the key is named), or a cut-off that is not a positive int.
+    """
+    _check_mapping(rankings, "rankings", "query id -> ranked ids")
+    _check_mapping(relevant, "relevant", "query id -> relevant ids")
+    for name, mapping in (("rankings", rankings), ("relevant", relevant)):
+        for key, ids in mapping.items():
+            _check_id_sequence(ids, f"{name}[{key!r}]")
+    for k in ks:
+        if not _is_int_like(k) or k <= 0:
+            raise ValueError(f"recall cut-offs must be positive ints, got {k!r}")
+    queries = [q for q, r in relevant.items() if len(r) > 0]
+    first_hit = []  # rank (0-based) of each query's first relevant id, or None
+    for q in queries:
+        rel = set(relevant[q])
+        first_hit.append(next((i for i, image_id in enumerate(rankings.get(q, [])) if image_id in rel), None))
+    return {int(k): (sum(1 for r in first_hit if r is not None and r < k) / len(queries) if queries else 0.0)
+            for k in ks}
+
+
 def relevant_train_images(solution: Mapping[str, Sequence[int]], labels: Mapping[str, int]) -> Dict[str, List[str]]:
     """Retrieval ground truth: for each test image, the train images of its landmark(s).
 
