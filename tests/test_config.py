@@ -40,7 +40,7 @@ def test_kaggle_baseline_preset_matches_the_host_baseline():
 def test_backend_sections_are_nested_dataclasses():
     c = get_config("demo")
     assert (c.extract.sift.max_keypoints, c.extract.vlad.num_words, c.extract.vlad.seed) == (1000, 32, 0)
-    assert set(extract_sections()) == {"sift", "orb", "vlad", "bow", "fisher", "colour", "delg", "embedding",
+    assert set(extract_sections()) == {"sift", "learned", "orb", "vlad", "bow", "fisher", "colour", "delg", "embedding",
                                        "ensemble"}
     for name in extract_sections():
         assert dataclasses.is_dataclass(getattr(c.extract, name))
@@ -179,3 +179,20 @@ def test_unreadable_saved_configuration_names_the_file(tmp_path, caplog):
 def test_extract_config_defaults_construct_without_arguments():
     e = ExtractConfig(backend="delg", model_path="m")
     assert e.delg.max_keypoints == 1000 and e.sift.max_keypoints == 1000
+
+
+def test_the_learned_presets():
+    """learned-fast and learned-best start from classical-best and change only the local features
+    and verification; kaggle-learned verifies DELG's candidates with ALIKED + LightGlue."""
+    from landmark_retrieval.presets import config_diff, local_backend
+
+    base = get_config("classical-best")
+    for name, backend, matcher in (("learned-fast", "xfeat", "nn"), ("learned-best", "aliked", "lightglue")):
+        conf = get_config(name)
+        changed = {k.split(".")[0] + "." + k.split(".")[1] for k, _, _ in config_diff(base, conf) if k != "name"}
+        assert changed <= {"extract.backend", "extract.learned", "verify.geometry", "verify.max_reprojection_error",
+                           "verify.matcher"}, (name, changed)
+        assert (conf.extract.backend, conf.verify.matcher, conf.verify.geometry) == (backend, matcher, "fundamental")
+    kaggle = get_config("kaggle-learned")
+    assert local_backend(kaggle.extract) == "aliked" and kaggle.verify.matcher == "lightglue"
+    assert [m["backend"] for m in kaggle.extract.ensemble.members] == ["delg"] and not kaggle.extract.delg.local

@@ -28,12 +28,13 @@ def project_table() -> dict:
 
 
 def dev_requirements() -> list[Requirement]:
-    """pyproject's dependencies and the [dev] extra, with `landmark-retrieval[...]` expanded."""
+    """pyproject's dependencies and the [dev] and [learned] extras (the dev install level), with
+    `landmark-retrieval[...]` expanded."""
     project = project_table()
     own = canonicalize_name(project["name"])
     extras = project.get("optional-dependencies", {})
     out = [Requirement(line) for line in project["dependencies"]]
-    todo, seen = ["dev"], set()
+    todo, seen = ["dev", "learned"], set()
     while todo:
         extra = todo.pop()
         if extra in seen:
@@ -117,7 +118,7 @@ def test_installed_version_equals_the_pin(name):
     except metadata.PackageNotFoundError:
         pytest.fail(f"{name}=={pin} is pinned in {LOCK.name} but not installed here: "
                     f"`make install-dev`, or if it is no longer needed {REGENERATE}")
-    assert Version(installed) == Version(pin), (
+    assert Version(Version(installed).public) == Version(pin), (  # torch 2.13.0+cpu is pinned as 2.13.0
         f"{name}: {installed} is installed but {LOCK.name} pins {pin}: {REGENERATE}, "
         f"or `pip install {name}=={pin}` to return to the tested version")
 

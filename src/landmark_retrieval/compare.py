@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Sequence, Tuple, Union
 
+from .backends.torch_runtime import MissingDependencyError
 from .io.atomic import write_text_atomic
 from .io.dataset import Dataset, load_dataset
 from .io.layout import feature_dir, fingerprint
@@ -101,6 +102,18 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("resnet-nsfw+orb", "ResNet-50 ImageNet (open_nsfw), 1024-d", "ORB", "demo",
            ("extract.backend=ensemble", _ENS.format(extra=""), "extract.ensemble.local=orb", *_NSFW),
            model="open-nsfw"),
+    Method("vlad+xfeat lightglue", "VLAD (XFeat)", "XFeat + LighterGlue", "demo",
+           ("extract.backend=xfeat", "verify.matcher=lightglue")),
+    Method("vlad+aliked lightglue", "VLAD (ALIKED)", "ALIKED + LightGlue", "demo",
+           ("extract.backend=aliked", "verify.matcher=lightglue")),
+    Method("vlad+disk lightglue", "VLAD (DISK)", "DISK + LightGlue", "demo",
+           ("extract.backend=disk", "verify.matcher=lightglue")),
+    Method("resnet-nsfw+xfeat lightglue", "ResNet-50 ImageNet (open_nsfw), 1024-d", "XFeat + LighterGlue", "demo",
+           ("extract.backend=ensemble", _ENS.format(extra=""), "extract.ensemble.local=xfeat",
+            "verify.matcher=lightglue", *_NSFW), model="open-nsfw"),
+    Method("resnet-nsfw+aliked lightglue", "ResNet-50 ImageNet (open_nsfw), 1024-d", "ALIKED + LightGlue", "demo",
+           ("extract.backend=ensemble", _ENS.format(extra=""), "extract.ensemble.local=aliked",
+            "verify.matcher=lightglue", *_NSFW), model="open-nsfw"),
     Method("tiny-cnn", "random 2-layer CNN, 32-d", "none", "embedding",
            ("extract.backend=embedding", "extract.model_path={model}", *_TINY), model="tiny-onnx",
            note="random weights: cost only"),
@@ -254,7 +267,7 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
                 models[m.model] = MODELS[m.model](root / "models")
             model_path = models[m.model]
         conf = m.config(model_path)
-    except (Unavailable, ImportError, KeyError, ValueError) as exc:
+    except (Unavailable, MissingDependencyError, ImportError, KeyError, ValueError) as exc:
         if isinstance(exc, ImportError) and not _missing_dependency(exc):
             raise
         row.status, row.reason = "skipped", _skip_reason(exc)

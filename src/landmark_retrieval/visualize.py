@@ -33,6 +33,7 @@ from .io.images import read_image
 from .io.layout import feature_dir
 from .io.store import FeatureStore, read_meta
 from .matching.geometry import ESTIMATORS
+from .matching.lightglue import LightGlueMatcher, features_backend
 from .matching.pairs import verify_pair
 from .presets import resolve_run_config
 from .search.rerank import predict_one, total_scores
@@ -212,14 +213,18 @@ def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
     """Keypoint matches between a test image and a train image.
 
     The matches are recomputed from the stored local features with
-    :func:`landmark_retrieval.matching.pairs.verify_pair` and ``conf.verify`` (seeded DEGENSAC, so they
-    are the ones the run counted): DEGENSAC inliers in green, the other putative matches in red.
+    :func:`landmark_retrieval.matching.pairs.verify_pair` and ``conf.verify`` (seeded DEGENSAC, and
+    the same learned matcher with ``verify.matcher = lightglue``, so they are the ones the run
+    counted): DEGENSAC inliers in green, the other putative matches in red.
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
     with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, dataset.db_split)) as tr:
         fq, ft = _local_features(te, "test", query_id), _local_features(tr, "train", db_id)
-    res = verify_pair(fq, ft, conf.verify)
+    matcher = None
+    if conf.verify.matcher == "lightglue":
+        matcher = LightGlueMatcher(features_backend(read_meta(feature_dir(work, "test"))), conf.verify.lightglue)
+    res = verify_pair(fq, ft, conf.verify, matcher)
     label = dataset.labels().get(db_id)
     db_split = dataset.db_split
     fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path(db_split, db_id)),

