@@ -197,18 +197,18 @@ def test_each_command_takes_only_the_options_it_uses():
         return {o for a in commands[name]._actions for o in a.option_strings if o.startswith("--")} - {
             "--help", "--quiet", "--verbose"}
 
-    settings = {"--work", "--preset", "--set"}
+    settings = {"--work", "--wait", "--preset", "--set"}  # commands that write in --work may wait for another run
     data = {"--data", "--task"}
     run = data | {"--out", "--backend", "--model", "--workers", "--overwrite", "--json", "--time-budget", "--cluster"}
     assert options("run") == run | settings
     assert options("extract") == data | {"--backend", "--model", "--overwrite", "--candidates", "--shard",
                                          "--cluster"} | settings
-    assert options("merge") == {"--work", "--link", "--json"}
+    assert options("merge") == {"--work", "--wait", "--link", "--json"}
     assert options("retrieve") == data | {"--overwrite"} | settings
     assert options("verify") == {"--workers", "--overwrite"} | settings
     assert options("predict") == data | settings
-    assert options("submit") == data | {"--work", "--out", "--global-only"}
-    assert options("evaluate") == {"--submission", "--solution", "--json"} | data | settings
+    assert options("submit") == data | {"--work", "--wait", "--out", "--global-only"}
+    assert options("evaluate") == {"--submission", "--solution", "--json", "--work", "--preset", "--set"} | data
 
 
 def test_presets_name_shows_only_its_backends_settings(capsys):

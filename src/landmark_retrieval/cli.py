@@ -20,6 +20,7 @@ from .backends.registry import BACKENDS, backend_for_model
 from .cli_parser import build_parser
 from .config import Config
 from .io.atomic import StoreWriteError
+from .io.lock import work_lock
 from .overrides import flatten, format_value
 from .presets import PRESETS, config_summary, get_config, read_run_config, relevant_settings, resolve_run_config
 
@@ -238,7 +239,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "merge":
         from .io.shards import merge
 
-        merged = merge(args.work, args.sources, link=args.link)
+        with work_lock(args.work, wait=args.wait):
+            merged = merge(args.work, args.sources, link=args.link)
         if args.json:
             _print_json({"work": str(merged.work), "added_shards": merged.added, "added_images": merged.images,
                          "already_merged": merged.already, "damaged": merged.damaged,
@@ -258,6 +260,12 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd in ("retrieve", "verify", "predict", "submit") and not (args.work / "features").is_dir():
         _step_config(args, save=False)  # bad options are reported first
         raise FileNotFoundError(f"{args.work} holds no features: run `extract` (or `run`) with this --work first")
+    with work_lock(args.work, wait=args.wait):  # one writing run per work directory
+        return _step_command(args, cmd)
+
+
+def _step_command(args: argparse.Namespace, cmd: str) -> int:
+    """``run`` and the step commands (the caller holds the work directory's lock)."""
     conf = _step_config(args)
     if getattr(args, "task", None) and getattr(args, "data", None):
         from .io.dataset import load_dataset

@@ -109,6 +109,11 @@ def _workers(p: argparse.ArgumentParser) -> None:
                    help="verification processes, sets verify.num_workers (0 = one per CPU core)")
 
 
+def _wait(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--wait", action="store_true",
+                   help="when another run is writing in --work, wait for it to finish instead of stopping")
+
+
 def _overwrite(p: argparse.ArgumentParser) -> None:
     p.add_argument("--overwrite", action="store_true",
                    help="recompute artifacts made with other settings instead of stopping with an error")
@@ -167,6 +172,7 @@ def build_parser() -> argparse.ArgumentParser:
                 step=True)
     _data(p)
     _work(p)
+    _wait(p)
     _out(p)
     _settings(p)
     _backend(p)
@@ -181,6 +187,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("extract", "step 1: local and global features of the train and test images", step=True)
     _data(p)
     _work(p)
+    _wait(p)
     _settings(p)
     _backend(p)
     _overwrite(p)
@@ -196,6 +203,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "extracted with the same settings; then `landmark-retrieval run --work WORK` extracts what is "
                        "missing, fits the codebook on all images and gives the results of a single-machine run.")
     p.add_argument("--work", type=Path, required=True, metavar="DIR", help="the work directory to merge into")
+    _wait(p)
     p.add_argument("sources", nargs="+", type=Path, metavar="PART", help="work directories of the parts")
     p.add_argument("--link", choices=("copy", "symlink", "hardlink"), default="copy",
                    help="copy the shard files, or link them (the parts must then stay where they are)")
@@ -204,11 +212,13 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("retrieve", "step 2: the k nearest train images of every test image", step=True)
     _data(p)
     _work(p)
+    _wait(p)
     _settings(p)
     _overwrite(p)
 
     p = command("verify", "step 3: DEGENSAC inliers of every test image's re-ranking candidates", step=True)
     _work(p)
+    _wait(p)
     _settings(p)
     _workers(p)
     _overwrite(p)
@@ -216,6 +226,7 @@ def build_parser() -> argparse.ArgumentParser:
     p = command("predict", "step 4: one landmark and confidence per test image", step=True)
     _data(p)
     _work(p)
+    _wait(p)
     _settings(p)
 
     p = command("submit", "step 5: write submission.csv from the predictions",
@@ -223,6 +234,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "work directory).")
     _data(p)
     _work(p)
+    _wait(p)
     _out(p)
     p.add_argument("--global-only", action="store_true",
                    help="use the predictions without verification (as always when the run's verify.enabled "

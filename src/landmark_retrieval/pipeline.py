@@ -41,6 +41,7 @@ from .io.layout import (
     provisional_dir,
     retrieval_path,
 )
+from .io.lock import work_lock
 from .io.progress import observe_progress
 from .io.store import FeatureStore, read_meta, write_meta
 from .io.submission import read_retrieval_submission, read_submission, write_retrieval_submission, write_submission
@@ -71,7 +72,7 @@ class RunResult:
 def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = "work",
         out: Union[str, Path] = "submission/submission.csv", overwrite: bool = False,
         backend: Optional[Backend] = None, time_budget: Union[None, str, float, Budget] = None,
-        engine: Optional[DaskEngine] = None) -> RunResult:
+        engine: Optional[DaskEngine] = None, wait: bool = False) -> RunResult:
     """Run every step; each one skips work already done in ``work``.
 
     ``conf`` is saved as ``WORK/config.json`` (the CLI's step commands continue with it); when
@@ -90,10 +91,22 @@ def run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path] = 
             early and improved while time is left; ``RunResult.skipped`` says what was left out.
         engine: where images are extracted (default: ``conf.run.cluster``'s Dask cluster, else
             this process; see :mod:`landmark_retrieval.backends.cluster`).
+        wait: when another run holds ``work``, wait for it instead of raising
+            (:mod:`landmark_retrieval.io.lock`).
 
     Returns:
         A :class:`RunResult`; ``metrics`` is set when the dataset has ``solution.csv``.
+
+    Raises:
+        WorkDirectoryBusy: another process is running in ``work`` (and ``wait`` is false).
     """
+    with work_lock(work, wait=wait):
+        return _run(conf, data, work, out, overwrite, backend, time_budget, engine)
+
+
+def _run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], out: Union[str, Path],
+         overwrite: bool, backend: Optional[Backend], time_budget: Union[None, str, float, Budget],
+         engine: Optional[DaskEngine]) -> RunResult:
     budget = _make_budget(conf.run.time_budget if time_budget is None else time_budget)
     work = Path(work)
     work.mkdir(parents=True, exist_ok=True)

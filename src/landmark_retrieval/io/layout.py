@@ -105,6 +105,11 @@ def failures_path(work: PathLike) -> Path:
     return Path(work) / "failures.csv"
 
 
+def lock_path(work: PathLike) -> Path:
+    """``WORK/.lock``: held by the run that writes in ``work`` (see :mod:`landmark_retrieval.io.lock`)."""
+    return Path(work) / ".lock"
+
+
 def missing_path(work: PathLike) -> Path:
     return Path(work) / "missing.csv"
 

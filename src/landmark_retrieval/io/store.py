@@ -143,6 +143,9 @@ class FeatureStore:
             return
         for path in sorted(p for p in self.directory.glob("*-*.h5")):
             problem = validate_shard(path)
+            if problem is not None and "unable to lock file" in problem:  # held by another process: not damaged
+                raise RuntimeError(f"The feature shard {path} is held open by another process (is another run "
+                                   f"using {self.directory.parent.parent}?): wait for it to finish and run again")
             if problem is not None:
                 if repair:
                     set_aside(path, problem)
