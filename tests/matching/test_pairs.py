@@ -107,3 +107,29 @@ def test_verify_pair_with_binary_features():
     res = verify_pair(a, b, vc)
     assert res.matches.tolist() == [[i, i] for i in range(60)] and res.num_inliers == 60
     assert np.allclose(res.homography / res.homography[2, 2], [[1, 0, 30], [0, 1, -20], [0, 0, 1]], atol=1e-3)
+
+
+def test_wrong_argument_types_name_what_was_expected():
+    """Library calls with a wrong argument type raise TypeError naming the argument and what it takes."""
+    from landmark_retrieval.config import VerifyConfig
+    from landmark_retrieval.matching.pairs import estimate_homography
+
+    d = np.eye(3, 4, dtype=np.float32)
+    with pytest.raises(TypeError, match=r"match_descriptors: desc0 must be an \(N, D\) array.*not NoneType"):
+        match_descriptors(None, d)
+    with pytest.raises(TypeError, match="match_descriptors: desc1 must be .* not dict"):
+        match_descriptors(d, {"a": 1})
+    with pytest.raises(TypeError, match="match_binary_descriptors: desc0 .* not str"):
+        match_binary_descriptors("bits", np.zeros((2, 32), np.uint8))
+    points = np.zeros((5, 2))
+    for conf in (None, {"min_matches": 5}):
+        with pytest.raises(TypeError, match=r"estimate_homography: conf must be a VerifyConfig \(e\.g\. "):
+            estimate_homography(points, points, conf)
+    with pytest.raises(TypeError, match="estimate_homography: kpts1 must be a \\(K, 2\\) array .* not NoneType"):
+        estimate_homography(points, None, VerifyConfig())
+    f = Features.empty(4, (10, 10))
+    with pytest.raises(TypeError, match="verify_pair: feats1 must be Features"):
+        verify_pair(f, d, VerifyConfig())
+    with pytest.raises(TypeError, match="verify_pair: conf must be a VerifyConfig"):
+        verify_pair(f, f, {"min_matches": 5})
+    assert verify_pair(f, f, VerifyConfig()).num_inliers == 0  # right types: no error, no inliers

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass, replace
-from typing import TYPE_CHECKING, Callable, Optional, Tuple
+from typing import TYPE_CHECKING, Callable, Mapping, Optional, Tuple
 
 import numpy as np
 
@@ -23,6 +23,25 @@ if TYPE_CHECKING:
 from ..io.store import strongest
 
 logger = logging.getLogger("landmark_retrieval")
+
+
+
+def _descriptor_array(x: object, name: str, where: str) -> np.ndarray:
+    """``x`` as an array, or a TypeError naming ``where``'s argument ``name`` and what it takes."""
+    if x is None or isinstance(x, (str, bytes, Mapping)):
+        raise TypeError(f"{where}: {name} must be an (N, D) array of descriptors (float32, or uint8 packed bits), "
+                        f"not {type(x).__name__}")
+    array = np.asarray(x)
+    if array.dtype == object:
+        raise TypeError(f"{where}: {name} must be a numeric (N, D) array of descriptors, got an object array")
+    return array
+
+
+def check_verify_config(conf: object, where: str) -> None:
+    """A TypeError naming ``where`` unless ``conf`` is a :class:`VerifyConfig`."""
+    if not isinstance(conf, VerifyConfig):
+        raise TypeError(f"{where}: conf must be a VerifyConfig (e.g. get_config(\"demo\").verify, or "
+                        f"VerifyConfig(num_to_rerank=20)), not {type(conf).__name__}")
 
 
 
@@ -58,9 +77,12 @@ def match_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance: float 
         (K, 2) int64 index pairs ``(i0, i1)``, ordered by i0.
 
     Raises:
+        TypeError: a descriptor argument is not an array (None, a dict, ...), naming it.
         ValueError: the descriptors are not 2-D with the same D, or ``max_matches`` < 0, or
             one array is binary and the other not.
     """
+    desc0 = _descriptor_array(desc0, "desc0", "match_descriptors")
+    desc1 = _descriptor_array(desc1, "desc1", "match_descriptors")
     if max_matches is not None and max_matches < 0:
         raise ValueError(f"match_descriptors: max_matches must be >= 0 or None, got {max_matches}")
     if is_binary(desc0) or is_binary(desc1):
@@ -150,6 +172,8 @@ def match_binary_descriptors(desc0: np.ndarray, desc1: np.ndarray, max_distance:
     Raises:
         ValueError: the descriptors are not 2-D uint8 arrays with the same B, or ``max_matches`` < 0.
     """
+    desc0 = _descriptor_array(desc0, "desc0", "match_binary_descriptors")
+    desc1 = _descriptor_array(desc1, "desc1", "match_binary_descriptors")
     if max_matches is not None and max_matches < 0:
         raise ValueError(f"match_binary_descriptors: max_matches must be >= 0 or None, got {max_matches}")
     d0, d1 = np.asarray(desc0), np.asarray(desc1)
@@ -206,8 +230,14 @@ def estimate_homography(kpts0: np.ndarray, kpts1: np.ndarray, conf: VerifyConfig
         too few matches, no model or an estimator error; inlier_mask (K,) bool.
 
     Raises:
+        TypeError: ``conf`` is not a VerifyConfig, or a point argument is not an array (named).
         ValueError: ``kpts0``/``kpts1`` are not (K, 2) arrays with the same K (shapes named).
     """
+    check_verify_config(conf, "estimate_homography")
+    for name, points in (("kpts0", kpts0), ("kpts1", kpts1)):
+        if points is None or isinstance(points, (str, bytes, Mapping)):
+            raise TypeError(f"estimate_homography: {name} must be a (K, 2) array of (x, y) points, "
+                            f"not {type(points).__name__}")
     shape0, shape1 = np.shape(kpts0), np.shape(kpts1)
     if len(shape0) != 2 or shape0[1:] != (2,) or len(shape1) != 2 or shape1[1:] != (2,) or shape0[0] != shape1[0]:
         raise ValueError(f"estimate_homography: kpts0 and kpts1 must be (K, 2) arrays of matched (x, y) points "
@@ -244,8 +274,14 @@ def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig,
     (:func:`landmark_retrieval.io.store.strongest`); ``matches`` index the features as given.
 
     Raises:
+        TypeError: ``feats0``/``feats1`` are not features or ``conf`` is not a VerifyConfig (named).
         ValueError: ``conf.matcher`` is lightglue and no ``matcher`` is given.
     """
+    check_verify_config(conf, "verify_pair")
+    for name, feats in (("feats0", feats0), ("feats1", feats1)):
+        if not (hasattr(feats, "keypoints") and hasattr(feats, "descriptors")):
+            raise TypeError(f"verify_pair: {name} must be Features (keypoints, descriptors, ...: e.g. a "
+                            f"FeatureStore's .local(id) or a backend's .extract(image)), not {type(feats).__name__}")
     if conf.max_keypoints is not None:
         return _verify_strongest(feats0, feats1, conf, matcher)
     if conf.matcher == "lightglue":
