@@ -10,7 +10,7 @@ confidence):
   changes: RootSIFT, XFeat, ALIKED or DISK local features, matched by mutual nearest neighbours
   with a ratio test (``nn``) or by LightGlue (``lg``), DEGENSAC fitting a homography (H) or a
   fundamental matrix (F, 2 px);
-* ``<local>-vlad + <local> lg F``: no model at all: VLAD over the learned descriptors.
+* ``<local>-vlad + <local> <nn|lg> F``: no model at all: VLAD over the learned descriptors.
 
 Datasets: validation splits ``val/s<seed>`` of the train part of the ``groups.csv`` set (30 % of
 the kept landmarks' images become test images, 30 % of the landmarks distractors;
@@ -91,13 +91,12 @@ def evaluate_dataset(data: Path, work_root: Path, names: Dict[str, Dict[str, Any
 
 
 def measure_quality(args: argparse.Namespace, local: List[str], seeds: int) -> Dict[str, Any]:
-    cnn = open_nsfw_features(Path(tempfile.mkdtemp()))
-    names = variants(local, args.max_side, args.keypoints, cnn)
-    if args.only:
-        names = {n: v for n, v in names.items() if n in args.only.split(",")}
     results: Dict[str, Any] = {"datasets": {}}
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
+        names = variants(local, args.max_side, args.keypoints, open_nsfw_features(root / "models"))
+        if args.only:
+            names = {n: v for n, v in names.items() if n in args.only.split(",")}
         groups = build_glr_from_groups(args.photos, root / "groups")
         sets = {}
         for seed in range(seeds):

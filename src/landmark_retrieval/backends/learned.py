@@ -20,7 +20,7 @@ from typing import Any, Optional, Tuple
 import numpy as np
 
 from ..config import ExtractConfig
-from ..features import Features
+from ..features import Features, l2_normalize
 from ..io.images import resize_max_side, scale_keypoints_back
 from .aggregators import describe_global, make_global
 from .base import Backend
@@ -101,11 +101,9 @@ class LearnedBackend(Backend):
         kp, sc, desc = strongest_first(kp, sc, desc, self.conf.learned.max_keypoints)
         if not len(kp):
             return Features.empty(self.local_dim, (w, h), global_descriptor=glob)
-        norms = np.linalg.norm(desc, axis=1, keepdims=True)
-        desc = desc / np.maximum(norms, 1e-12)
         return Features(
             keypoints=scale_keypoints_back(kp.astype(np.float32), factors),
-            descriptors=desc.astype(np.float32),
+            descriptors=l2_normalize(desc),
             scores=sc.astype(np.float32),
             scales=np.full(len(kp), 1.0 / float(factors[0]), np.float32),
             image_size=(w, h),
