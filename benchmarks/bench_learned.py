@@ -65,6 +65,10 @@ def variants(local: List[str], max_side: int, keypoints: int, cnn: Path) -> Dict
                                                    "verify": {"matcher": "lightglue", **f_geometry}}
         out[f"{backend}-vlad + {backend} nn F"] = {"extract": {"backend": backend, "learned": learned},
                                                    "verify": {**nn, **f_geometry}}
+        for accept in (20, 40):  # the nearest-neighbour pass: confident pairs skip LightGlue
+            out[f"{backend}-vlad + {backend} nn>{accept} else lg F"] = {
+                "extract": {"backend": backend, "learned": learned},
+                "verify": {**nn, "matcher": "lightglue", "lightglue": {"accept_nn_inliers": accept}, **f_geometry}}
     return out
 
 

@@ -49,3 +49,20 @@ def _package_logger(caplog):
     yield
     logger.removeHandler(caplog.handler)
     logger.setLevel(level)
+
+
+@pytest.fixture
+def offline(monkeypatch):
+    """No network at all: any socket connection or torch hub download fails the test."""
+    import socket
+
+    def refuse(*args, **kwargs):
+        raise AssertionError("a network connection was attempted")
+
+    monkeypatch.setattr(socket.socket, "connect", refuse)
+    try:
+        import torch.hub
+    except ImportError:
+        return
+    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
+    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)

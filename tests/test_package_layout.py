@@ -25,7 +25,7 @@ FLOORS: List[Tuple[str, Tuple[str, ...]]] = [
     ("configured", ("presets", "metrics")),
     ("steps", ("extract", "retrieve", "verify", "predict", "submit", "evaluate")),
     ("tools", ("pipeline", "budget", "cli", "cli_parser", "kaggle", "demo", "compare", "visualize", "viz", "split",
-               "wheelhouse", "testing", "__init__", "__main__")),
+               "wheelhouse", "testing", "photos", "__init__", "__main__")),
 ]
 STEPS = dict(FLOORS)["steps"]
 #: modules allowed to import package modules inside functions: the CLI loads a command's modules

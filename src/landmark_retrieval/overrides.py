@@ -38,7 +38,7 @@ def _kind(tp: Any) -> Tuple[bool, Any, Any]:
 _EXPECTED = {int: "an integer", float: "a number", bool: "true or false", str: "a string"}
 
 
-_NOUNS = {int: "integer", float: "number"}
+_NOUNS = {int: "integer", float: "number", str: "string"}
 
 
 def coerce_scalar(value: Any, base: type, where: str) -> Any:
@@ -120,9 +120,12 @@ def _coerce(value: Any, tp: Any, where: str) -> Any:
         what = _EXPECTED.get(base, "a value") if base is not tuple else f"comma-separated {_NOUNS[elem]}s"
         raise ValueError(f"{where}: expected {what}, got {value!r} (this option cannot be none)")
     if base is tuple:
-        what = f"comma-separated {_NOUNS[elem]}s, e.g. {'0.5,1.0' if elem is float else '0,2'}"
-        if isinstance(value, str):
-            items: Iterable[Any] = [v for v in value.replace(" ", "").strip("()[]").split(",") if v]
+        example = {float: "0.5,1.0", int: "0,2", str: "a,b"}[elem]
+        what = f"comma-separated {_NOUNS[elem]}s, e.g. {example}"
+        if isinstance(value, str) and elem is str:
+            items: Iterable[Any] = [v.strip() for v in value.split(",") if v.strip()]
+        elif isinstance(value, str):
+            items = [v for v in value.replace(" ", "").strip("()[]").split(",") if v]
         elif isinstance(value, (list, tuple)):
             items = value
         else:

@@ -31,8 +31,8 @@ from .backends.registry import BACKENDS
 from .config import BASELINE_SCALES, Config, ExtractConfig, extract_sections, validate_plain
 from .io.atomic import write_text_atomic
 from .io.layout import config_path
-from .matching.geometry import validate_geometry_options
 from .matching.lightglue import lightglue_kind
+from .matching.pairs import validate_verify
 from .overrides import RENAMED, apply_settings, flatten, format_value, parse_overrides
 from .search import validate_search
 from .search.projection import validate_projection
@@ -136,6 +136,11 @@ PRESETS: Dict[str, Preset] = {
         "confidence, re-ranking of the 30 nearest, mutual ratio-test matches",
         CLASSICAL_BEST,
     ),
+    "photos": Preset(
+        "your own photos (match, index, search; no weights): classical-best's RootSIFT matching with ASMK* "
+        "retrieval over the same features (its inverted file, a 1,024-word codebook learned on the folder)",
+        {**CLASSICAL_BEST, "retrieve": {"index": "asmk"}},
+    ),
     # Measured with benchmarks/bench_learned.py (results/learned.json; validation splits of the groups
     # set's train part, never its test labels): see docs/benchmarks.md. Learned features at 640 px
     # (ALIKED/DISK cost grows with the pixels) and 1024 keypoints; a fundamental matrix (2 px), which
@@ -214,7 +219,7 @@ def validate(conf: Config) -> None:
     """
     validate_plain(conf)
     validate_extract(conf.extract)
-    validate_geometry_options(conf.verify.estimator, conf.verify.geometry)
+    validate_verify(conf.verify)
     validate_search(conf.retrieve)
     validate_projection(conf.retrieve.projection)
     if conf.verify.enabled and conf.verify.matcher == "lightglue":

@@ -407,9 +407,9 @@ def test_registry_recognises_the_model_formats(embedding_models, tmp_path):
 def test_missing_or_unknown_model_files(tmp_path):
     with pytest.raises(EmbeddingModelError, match=r"does not exist\. Set extract\.embedding\.model_path"):
         from_file(tmp_path / "nope.keras")
-    (tmp_path / "weights.pt").write_bytes(b"x")
-    with pytest.raises(EmbeddingModelError, match=r"Cannot tell the format .*weights\.pt.*extract\.embedding\.format"):
-        from_file(tmp_path / "weights.pt")
+    (tmp_path / "weights.bin").write_bytes(b"x")
+    with pytest.raises(EmbeddingModelError, match=r"Cannot tell the format .*weights\.bin.*extract\.embedding\.format"):
+        from_file(tmp_path / "weights.bin")
     with pytest.raises(EmbeddingModelError, match="not a SavedModel folder"):
         from_file(tmp_path, format="savedmodel")
 

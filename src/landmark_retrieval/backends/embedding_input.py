@@ -152,7 +152,7 @@ def pool_output(y: np.ndarray, pooling: str = "gem", layout: str = "NHWC", gem_p
 
 #: the values of the choice options of ``extract.embedding`` (matched case-insensitively)
 EMBEDDING_CHOICES: Dict[str, Tuple[str, ...]] = {
-    "format": ("auto", "keras", "savedmodel", "onnx"),
+    "format": ("auto", "keras", "savedmodel", "onnx", "torchscript", "torch", "named"),
     "resize": ("resize", "keep_aspect", "fit", "none"),
     "scaling": ("0-255", "0-1", "-1-1", "imagenet", "caffe"),
     "channel_order": ("RGB", "BGR"),

@@ -56,7 +56,7 @@ def usable_global(descriptor: Optional[np.ndarray]) -> bool:
 NO_GLOBAL = "no usable global descriptor (blank or featureless image)"
 
 
-def _to_original(feats: Features, decoded: DecodedImage) -> Features:
+def to_original(feats: Features, decoded: DecodedImage) -> Features:
     """Express features found on a reduced decode in the original image's pixels."""
     factors = decoded.factors
     if factors != (1.0, 1.0):
@@ -118,7 +118,7 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
                     failures += 1
                     continue
                 try:
-                    feats = _to_original(backend.extract(decoded.array, local=local, global_=global_), decoded)
+                    feats = to_original(backend.extract(decoded.array, local=local, global_=global_), decoded)
                 except Exception as exc:  # a bad image never stops a run
                     msg = f"{type(exc).__name__}: {exc}"
                     logger.warning("Feature extraction failed for %s image %s (%s): %s",

@@ -31,16 +31,16 @@ import logging
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Dict, List, Optional, Tuple, Union
+from typing import Callable, Dict, List, Optional, Tuple, Union
 
 import pandas as pd
 
+from .images import is_image_file
 from .layout import TASKS  # defined with the layout: the CLI reads it without loading pandas
 from .tables import RetrievalSolution, Solution, read_retrieval_solution_csv, read_solution_csv, read_train_csv
 
 logger = logging.getLogger("landmark_retrieval")
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".JPG", ".JPEG", ".PNG")
 
 
 def image_path(root: Union[str, Path], split: str, image_id: str, suffix: str = ".jpg") -> Path:
@@ -121,8 +121,9 @@ def _is_utf8(name: str) -> bool:
     return True
 
 
-def find_images(directory: Union[str, Path]) -> Dict[str, Path]:
-    """Map id -> path for every image file under ``directory`` (id = file stem), sorted by path.
+def find_images(directory: Union[str, Path], key: Optional[Callable[[Path], str]] = None) -> Dict[str, Path]:
+    """Map id -> path for every image file under ``directory`` (id = file stem, or ``key(path)``),
+    sorted by path.
 
     ``directory`` itself may be a symlink, and so may the image files, but directory symlinks
     below it are not followed (one warning each): a link back to the dataset root would make
@@ -151,18 +152,19 @@ def find_images(directory: Union[str, Path]) -> Dict[str, Path]:
                 keep.append(name)
         dirnames[:] = keep
         for name in sorted(filenames):
-            stem, suffix = os.path.splitext(name)
-            if suffix not in IMAGE_SUFFIXES:
+            stem = os.path.splitext(name)[0]
+            if not is_image_file(name):
                 continue
             if not _is_utf8(name):
                 logger.warning("Skipping image %r in %s: its file name is not valid UTF-8 (rename it)",
                                os.fsencode(name), os.fsencode(dirpath))
                 continue
             p = Path(dirpath) / name
-            if stem in found:
-                logger.warning("Image id %s appears twice (%s, %s); keeping the first", stem, found[stem], p)
+            image_id = stem if key is None else key(p)
+            if image_id in found:
+                logger.warning("Image id %s appears twice (%s, %s); keeping the first", image_id, found[image_id], p)
                 continue
-            found[stem] = p
+            found[image_id] = p
     return found
 
 
@@ -177,6 +179,9 @@ def load_dataset(root: Union[str, Path], task: Optional[str] = None) -> Dataset:
     Args:
         root: the dataset folder.
         task: ``recognition`` or ``retrieval``; None detects it from the layout.
+
+    A ``test/`` folder without images is valid (one warning): the submission then has only its
+    header line.
 
     A ``solution.csv`` that cannot be read does not raise: the dataset gets ``solution=None``
     and the message in ``solution_error`` (logged once as an error), so that the submission is
@@ -207,6 +212,9 @@ def load_dataset(root: Union[str, Path], task: Optional[str] = None) -> Dataset:
     if not test_dir.is_dir():
         raise FileNotFoundError(f"No test/ folder in {root}: test images go in {test_dir}/a/b/c/<id>.jpg")
     test_paths = find_images(test_dir)
+    if not test_paths:
+        logger.warning("%s has no images: the submission has only its header (every image file under it "
+                       "is a test image)", test_dir)
     solution_path = root / "solution.csv"
     solution: Optional[Solution] = None
     solution_error: Optional[str] = None
@@ -244,7 +252,7 @@ def nonlandmark_images(folder: Union[str, Path]) -> Dict[str, Path]:
     for dirpath, dirnames, filenames in os.walk(folder):
         dirnames[:] = sorted(d for d in dirnames if not os.path.islink(os.path.join(dirpath, d)))
         for name in sorted(filenames):
-            if name.endswith(IMAGE_SUFFIXES):
+            if is_image_file(name):
                 path = Path(dirpath) / name
                 found.append((path.relative_to(folder).as_posix(), path))
     found.sort()

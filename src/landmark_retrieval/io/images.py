@@ -1,5 +1,22 @@
 """Image decoding: any file PIL reads becomes an RGB uint8 array, orientation applied.
 
+Every place that reads images goes through this module. Formats (see ``IMAGE_SUFFIXES`` and
+:func:`is_image_file` for the folder listings): JPEG (also CMYK), PNG, WebP, TIFF, BMP,
+PPM/PGM/PNM (P5/P6, 8 and 16 bit), GIF, and HEIC/HEIF when the optional ``pillow-heif``
+package is installed (otherwise such a file is an error that names ``pip install pillow-heif``).
+Multi-page TIFF, animated GIF and animated WebP: the first page/frame.
+
+Pixels come back as displayed: the EXIF orientation (1-8) is applied for every format that
+carries it (JPEG, PNG, WebP, TIFF). Conversion to RGB uint8 (H, W, 3):
+
+* 16-bit samples (PNG, TIFF, PGM/PPM): ``v / 257`` (0 -> 0, 65535 -> 255; within 1 of the
+  high byte), never clipped; a PGM/PPM with another ``maxval`` is scaled by ``maxval``;
+* greyscale (``1``, ``L``, ``LA``, ``I;16``, ``I``, ``F``): three equal channels; 32-bit
+  integer images with values in 0-255 are taken as they are, in 256-65535 as 16-bit, float
+  images in [0, 1] are multiplied by 255; other ranges are stretched to 0-255;
+* alpha (``RGBA``, ``LA``, ``PA``, a palette with transparency) is composited on white;
+* palette, CMYK and other modes are converted by PIL.
+
 Memory stays bounded whatever the file: an image of more than ``max_pixels`` pixels is decoded
 at reduced size (JPEG DCT scaling through PIL ``draft``, then a bilinear resize), so a
 12000 x 12000 photo never exists at full size in memory. Files that declare more pixels than
@@ -14,21 +31,33 @@ from __future__ import annotations
 import concurrent.futures as cf
 import logging
 import math
+import os
 import threading
 import warnings
 from collections import deque
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Iterator, Optional, Tuple, Union
+from typing import FrozenSet, Iterable, Iterator, Optional, Tuple, Union
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
 logger = logging.getLogger("landmark_retrieval")
 
 #: EXIF orientations that swap width and height
 _TRANSPOSING = (5, 6, 7, 8)
+
+#: Suffixes of image files, lower case; :func:`is_image_file` compares them case-insensitively
+IMAGE_SUFFIXES: FrozenSet[str] = frozenset({
+    ".jpg", ".jpeg", ".png", ".webp", ".tif", ".tiff", ".bmp", ".ppm", ".pgm", ".pnm", ".gif",
+    ".heic", ".heif",
+})
+#: Suffixes that need the optional ``pillow-heif`` package
+HEIF_SUFFIXES: FrozenSet[str] = frozenset({".heic", ".heif"})
+#: ISO base media ``ftyp`` brands of HEIF files (a HEIC photo renamed to .jpg is recognised too)
+_HEIF_BRANDS = (b"heic", b"heix", b"hevc", b"hevx", b"heim", b"heis", b"hevm", b"hevs", b"mif1", b"msf1")
+HEIF_HINT = "HEIC/HEIF images need the pillow-heif package: pip install pillow-heif"
 
 
 class ImageTooLargeError(IOError):
@@ -100,24 +129,96 @@ class _TruncationGate:
 _GATE = _TruncationGate()
 
 
+def is_image_file(name: Union[str, "os.PathLike[str]"]) -> bool:
+    """True when a file name is one of the images a folder listing should pick up.
+
+    The suffix must be one of :data:`IMAGE_SUFFIXES`, in any case (``a.JPG``, ``b.Tiff``).
+    Hidden files (a name starting with ``.``) never are: macOS writes ``._IMG_1.jpg``
+    AppleDouble files (metadata, not images) next to every photo on non-Apple disks.
+    """
+    base = os.path.basename(os.fspath(name))
+    return not base.startswith(".") and os.path.splitext(base)[1].lower() in IMAGE_SUFFIXES
+
+
+_HEIF_LOCK = threading.Lock()
+#: None until tried; then whether pillow-heif's opener is registered with PIL
+_heif_registered: Optional[bool] = None
+
+
+def _register_heif() -> bool:
+    """Register pillow-heif's HEIC/HEIF opener with PIL once; False when it is not installed."""
+    global _heif_registered
+    with _HEIF_LOCK:
+        if _heif_registered is None:
+            try:
+                from pillow_heif import register_heif_opener
+                register_heif_opener()
+                _heif_registered = True
+            except ImportError:
+                _heif_registered = False
+            except Exception as exc:  # an installed but broken pillow-heif: say so once
+                logger.warning("pillow-heif is installed but could not be loaded (%s): HEIC/HEIF images "
+                               "cannot be read; reinstall it with pip install --force-reinstall pillow-heif", exc)
+                _heif_registered = False
+        return _heif_registered
+
+
+def _looks_like_heif(path: Path) -> bool:
+    """A .heic/.heif name, or an ISO media file whose ``ftyp`` brand is HEIF."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        return True
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(12)
+    except OSError:
+        return False
+    return head[4:8] == b"ftyp" and head[8:12] in _HEIF_BRANDS
+
+
+def _open(path: Path) -> Image.Image:
+    """``Image.open`` with HEIF support when available and the decompression-bomb warning off."""
+    if path.suffix.lower() in HEIF_SUFFIXES:
+        _register_heif()
+    with warnings.catch_warnings():
+        # sizes between PIL's warning and error limits are handled by reduced decoding
+        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+        try:
+            return Image.open(path)
+        except UnidentifiedImageError:
+            if not _looks_like_heif(path):
+                raise
+            if not _register_heif():
+                raise IOError(HEIF_HINT) from None
+            return Image.open(path)  # the opener may have been registered just now
+
+
 def to_rgb_uint8(img: Image.Image) -> np.ndarray:
     """Convert a PIL image of any mode to an RGB uint8 array (H, W, 3).
 
-    EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha dropped), CMYK,
-    16-bit and float images are converted.
+    EXIF orientation is applied; grayscale, palette, RGBA/LA (alpha composited on white),
+    CMYK, 16-bit and float images are converted (see the module docstring).
     """
-    return _to_rgb(ImageOps.exif_transpose(img))
+    sixteen_bit = _is_16bit(img)  # before transposing: the transposed image has no format
+    return _to_rgb(ImageOps.exif_transpose(img), sixteen_bit)
 
 
-def _to_rgb(img: Image.Image) -> np.ndarray:
+def _is_16bit(img: Image.Image) -> bool:
+    """Mode ``I`` that holds 16-bit samples: a 16-bit PGM/PPM, or a 16-bit PNG in older Pillow."""
+    return img.mode == "I" and img.format in ("PNG", "PPM")
+
+
+def _to_rgb(img: Image.Image, sixteen_bit: bool = False) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of ``img`` as it is (no orientation); ``sixteen_bit``: mode ``I`` holds 0-65535."""
     mode = img.mode
     if mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
         arr = np.asarray(img, dtype=np.float64)
         lo, hi = float(np.min(arr)), float(np.max(arr))
-        if mode.startswith("I;16") or (mode == "I" and lo >= 0 and 255 < hi <= 65535):
-            arr = arr / 257.0  # 16-bit (older Pillow opens 16-bit PNGs as mode "I")
+        if mode.startswith("I;16") or (mode == "I" and (sixteen_bit or (lo >= 0 and 255 < hi <= 65535))):
+            arr = arr / 257.0  # 16-bit, whatever the values (a dark 16-bit image stays dark)
         elif mode == "I" and lo >= 0 and hi <= 255:
             pass  # 8-bit values in a 32-bit container
+        elif mode == "F" and lo >= 0 and hi <= 1:
+            arr = arr * 255.0  # float images in [0, 1], the usual convention
         else:
             arr = (arr - lo) * (255.0 / (hi - lo)) if hi > lo else np.zeros_like(arr)
         gray = np.clip(np.rint(arr), 0, 255).astype(np.uint8)
@@ -146,38 +247,42 @@ _ORIENT = {
 }
 
 
+def _orientation(img: Image.Image) -> int:
+    """The EXIF orientation (1-8) of ``img``; 1 when absent or damaged."""
+    try:
+        value = int(img.getexif().get(0x0112, 1))
+    except Exception:  # a damaged EXIF block is not worth losing the image
+        return 1
+    return value if 1 <= value <= 8 else 1
+
+
 def _decode(path: Path, max_pixels: Optional[int]) -> Tuple[np.ndarray, Tuple[int, int]]:
-    with warnings.catch_warnings():
-        # sizes between PIL's warning and error limits are handled here (reduced decoding)
-        warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-        img = Image.open(path)
+    img = _open(path)
     with img:
-        width, height = img.size
-        try:
-            orientation = int(img.getexif().get(0x0112, 1))
-        except Exception:  # a damaged EXIF block is not worth losing the image
-            orientation = 1
-        original = (height, width) if orientation in _TRANSPOSING else (width, height)
+        width, height = img.size  # the full size, before any DCT scaling
+        sixteen_bit = _is_16bit(img)
         target = _target_size(width, height, max_pixels)
-        if target is None:
-            img.load()
-            return to_rgb_uint8(img), original
-        if img.format == "JPEG":
+        if target is not None and img.format == "JPEG":
             img.draft("RGB", target)  # DCT scaling: decode at 1/2, 1/4 or 1/8 size, never below target
         img.load()
-        if img.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, CMYK, 16-bit, ...: convert first
-            img = Image.fromarray(_to_rgb(img))
-        small = img.resize(target, Image.BILINEAR)
+        # read after load: recent Pillow turns TIFFs upright itself while loading (their size is
+        # upright from the start) and then drops the orientation tag; older Pillow does not
+        orientation = _orientation(img)
+        original = (height, width) if orientation in _TRANSPOSING else (width, height)
+        if target is not None:
+            if img.mode not in ("RGB", "RGBA", "L", "LA"):  # palette, CMYK, 16-bit, ...: convert first
+                img = Image.fromarray(_to_rgb(img, sixteen_bit))
+            img = img.resize(target, Image.BILINEAR)
         for op in _ORIENT.get(orientation, ()):
-            small = small.transpose(op)
-        return _to_rgb(small), original
+            img = img.transpose(op)
+        return _to_rgb(img, sixteen_bit), original
 
 
 def decode_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> DecodedImage:
     """Decode an image file for feature extraction, in bounded memory.
 
     Args:
-        path: image file (any format PIL reads).
+        path: image file (any format PIL reads; HEIC/HEIF with pillow-heif installed).
         max_pixels: decode images with more pixels than this at reduced size (same aspect,
             at most ``max_pixels``); None decodes at full size.
 
@@ -187,7 +292,8 @@ def decode_image(path: Union[str, Path], max_pixels: Optional[int] = None) -> De
     Raises:
         FileNotFoundError: no file at ``path``.
         ImageTooLargeError: the file declares more pixels than PIL's decompression-bomb limit.
-        IOError: the file is not a decodable image.
+        IOError: the file is not a decodable image (for HEIC/HEIF without pillow-heif, the
+            message names ``pip install pillow-heif``).
     """
     path = Path(path)
     if not path.is_file():

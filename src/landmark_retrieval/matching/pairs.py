@@ -16,7 +16,7 @@ import numpy as np
 
 from ..config import VerifyConfig
 from ..features import Features, is_binary
-from .geometry import estimate_geometry
+from .geometry import estimate_geometry, validate_geometry_options
 
 if TYPE_CHECKING:
     pass
@@ -259,6 +259,17 @@ class PairResult:
         return int(self.inlier_mask.sum())
 
 
+def validate_verify(v: VerifyConfig) -> None:
+    """Check the ``verify`` options: the matcher, the positive limits, the estimator and geometry."""
+    if v.matcher not in ("nn", "lightglue"):
+        raise ValueError(f"verify.matcher: expected nn or lightglue, got {v.matcher!r}")
+    for key, value in (("max_keypoints", v.max_keypoints), ("max_matches", v.max_matches),
+                       ("lightglue.accept_nn_inliers", v.lightglue.accept_nn_inliers)):
+        if value is not None and value < 1:
+            raise ValueError(f"verify.{key}: expected a positive integer or none, got {value}")
+    validate_geometry_options(v.estimator, v.geometry)
+
+
 def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig,
                 matcher: Optional[Callable[..., np.ndarray]] = None) -> PairResult:
     """Match two images' local features and count the inliers of a robust fit.
@@ -267,8 +278,10 @@ def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig,
     (``max_descriptor_distance``, or ``max_hamming_distance`` for binary descriptors;
     ``ratio_test``, ``mutual``, ``max_matches``), or with ``conf.matcher = "lightglue"`` from
     ``matcher`` (a :class:`landmark_retrieval.matching.lightglue.LightGlueMatcher` for the features'
-    backend, which also reads their image sizes); fewer than ``conf.min_matches`` give 0 inliers
-    without running the estimator. The model is ``conf.geometry`` fitted by ``conf.estimator``
+    backend, which also reads their image sizes; with ``conf.lightglue.accept_nn_inliers`` a
+    nearest-neighbour pass first, and LightGlue only when it finds fewer inliers); fewer than
+    ``conf.min_matches`` give 0 inliers without running the estimator. The model is
+    ``conf.geometry`` fitted by ``conf.estimator``
     (:func:`landmark_retrieval.matching.geometry.estimate_geometry`; default: a DEGENSAC homography).
     With ``conf.max_keypoints``, only each image's strongest that many features are matched
     (:func:`landmark_retrieval.io.store.strongest`); ``matches`` index the features as given.
@@ -284,15 +297,26 @@ def verify_pair(feats0: Features, feats1: Features, conf: VerifyConfig,
                             f"FeatureStore's .local(id) or a backend's .extract(image)), not {type(feats).__name__}")
     if conf.max_keypoints is not None:
         return _verify_strongest(feats0, feats1, conf, matcher)
-    if conf.matcher == "lightglue":
-        if matcher is None:
-            raise ValueError("verify.matcher=lightglue: pass matcher=LightGlueMatcher(backend, conf.lightglue) "
-                             "(landmark_retrieval.matching.lightglue) for the features' backend")
-        matches = matcher(feats0.keypoints, feats0.descriptors, feats0.image_size,
-                          feats1.keypoints, feats1.descriptors, feats1.image_size)
-    else:
+    if conf.matcher != "lightglue":
         matches = match_descriptors(feats0.descriptors, feats1.descriptors, conf.max_descriptor_distance,
                                     conf.ratio_test, conf.mutual, conf.max_matches, conf.max_hamming_distance)
+        return _fit(feats0, feats1, matches, conf)
+    if matcher is None:
+        raise ValueError("verify.matcher=lightglue: pass matcher=LightGlueMatcher(backend, conf.lightglue) "
+                         "(landmark_retrieval.matching.lightglue) for the features' backend")
+    first = None
+    if conf.lightglue.accept_nn_inliers is not None:  # the cheap pass; confident pairs skip LightGlue
+        first = verify_pair(feats0, feats1, replace(conf, matcher="nn"))
+        if first.num_inliers >= conf.lightglue.accept_nn_inliers:
+            return first
+    matches = matcher(feats0.keypoints, feats0.descriptors, feats0.image_size,
+                      feats1.keypoints, feats1.descriptors, feats1.image_size)
+    res = _fit(feats0, feats1, matches, conf)
+    return first if first is not None and first.num_inliers > res.num_inliers else res
+
+
+def _fit(feats0: Features, feats1: Features, matches: np.ndarray, conf: VerifyConfig) -> PairResult:
+    """The ``conf.geometry`` model of the putative ``matches`` (int (M, 2)) fitted by ``conf.estimator``."""
     model, mask = estimate_geometry(feats0.keypoints[matches[:, 0]], feats1.keypoints[matches[:, 1]], conf)
     if conf.geometry == "fundamental":
         return PairResult(matches, mask, None, model)

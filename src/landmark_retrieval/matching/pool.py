@@ -10,12 +10,17 @@ never changes its result.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import inspect
 import logging
 import multiprocessing as mp
+import multiprocessing.synchronize as mp_synchronize
+import multiprocessing.util as mp_util
+from multiprocessing import resource_tracker
 import os
 import signal
 import threading
 import time
+import weakref
 from collections import OrderedDict
 from contextlib import contextmanager
 from dataclasses import asdict, replace
@@ -124,6 +129,9 @@ def _watch_parent(parent_pid: int, interval: float = 0.5) -> None:
 
 def _init_worker(work: str, conf_dict: dict, parent_pid: int, claims=None) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is the parent's to handle
+    if claims is not None:  # this worker has opened the pool's semaphores (see _unlink_semaphores)
+        with claims.get_lock():
+            claims[len(claims) - 1] += 1
     _watch_parent(parent_pid)
     global _WORKER, _CLAIMS
     vc = VerifyConfig()
@@ -132,7 +140,7 @@ def _init_worker(work: str, conf_dict: dict, parent_pid: int, claims=None) -> No
     _CLAIMS = claims
 
 
-_CLAIMS = None  # the worker's view of the chunk claims of verify_tasks (a shared byte array)
+_CLAIMS = None  # the worker's view of the chunk claims of verify_tasks (a shared int array)
 
 
 def _run_chunk(index: int, tasks: List[Tuple[str, List[str]]]) -> Optional[List["TaskResult"]]:
@@ -244,9 +252,12 @@ def _verify_alongside(work: str, vc: VerifyConfig, chunks: List[List[Tuple[str, 
                       write: Callable[[TaskResult], None]) -> None:
     """:func:`verify_tasks` in this process and ``children`` worker processes."""
     ctx = mp.get_context("spawn")
-    claims = ctx.Array("b", len(chunks))  # 1: a process has taken the chunk
+    _start_resource_tracker()
+    # per chunk, 1: a process has taken it; the last item counts the workers started
+    claims = ctx.Array("i", len(chunks) + 1)
     pool = cf.ProcessPoolExecutor(children, mp_context=ctx, initializer=_init_worker,
                                   initargs=(work, asdict(vc), os.getpid(), claims))
+    unlinked = False  # the semaphores' names are removed once every worker has opened them
     queued: Dict[int, cf.Future] = {}  # chunks handed to a worker whose result is not collected
     finished: Dict[int, List[TaskResult]] = {}  # results not written yet (an earlier chunk is not finished)
     handed = written = here = 0  # chunks handed out (to a worker or taken here), written, verified here
@@ -265,6 +276,10 @@ def _verify_alongside(work: str, vc: VerifyConfig, chunks: List[List[Tuple[str, 
             hand_out()
         verifier = _Verifier(work, vc)
         while True:
+            if not unlinked and claims[len(chunks)] >= children:
+                unlinked = True
+                _unlink_semaphores(claims.get_lock(), getattr(pool, "_call_queue", None),
+                                   getattr(pool, "_result_queue", None))
             for index in [i for i, fut in queued.items() if fut.done()]:
                 result = queued.pop(index).result()
                 if result is not None:  # None: taken back by this process
@@ -294,6 +309,71 @@ def _verify_alongside(work: str, vc: VerifyConfig, chunks: List[List[Tuple[str, 
         pool.shutdown(wait=True)
     else:  # chunks taken back that a worker has not reached (or a worker still starting)
         _stop_pool(pool)
+
+
+def _leak_warning_filter() -> Optional[str]:
+    """The ``-W`` filter that ignores exactly the resource tracker's warning "There appear to be N
+    leaked semaphore objects to clean up at shutdown" (its category, module and line), or None
+    when the tracker's source cannot be read."""
+    try:
+        lines, first = inspect.getsourcelines(resource_tracker.main)
+    except (OSError, TypeError):
+        return None
+    for offset, line in enumerate(lines):
+        if "warnings.warn(" in line and "leaked" in "".join(lines[offset:offset + 3]):
+            return f"ignore::UserWarning:multiprocessing.resource_tracker:{first + offset}"
+    return None
+
+
+def _start_resource_tracker() -> None:
+    """Start multiprocessing's resource tracker (when it is not running yet) without its warning
+    about leaked semaphores.
+
+    The tracker unlinks the semaphores of a process killed before it could (kill -9, the OOM
+    killer) and says so on stderr. :func:`_unlink_semaphores` leaves it nothing to do once the
+    workers are started; this covers the second they take to start: the cleanup still happens,
+    only that one warning is filtered (``PYTHONWARNINGS``, which the tracker reads at its start;
+    this process's own environment is restored at once).
+    """
+    option = _leak_warning_filter()
+    saved = os.environ.get("PYTHONWARNINGS")
+    if option is not None:
+        os.environ["PYTHONWARNINGS"] = f"{saved},{option}" if saved else option
+    try:
+        resource_tracker.ensure_running()
+    finally:
+        if saved is None:
+            os.environ.pop("PYTHONWARNINGS", None)
+        else:
+            os.environ["PYTHONWARNINGS"] = saved
+
+
+def _unlink_semaphores(*owners: object) -> int:
+    """Remove the names of the named semaphores of ``owners`` (multiprocessing locks, or objects
+    holding some such as the executor's queues) once every process that uses them has opened them.
+
+    With the spawn start method, every multiprocessing lock is a named POSIX semaphore that
+    multiprocessing unlinks when this process exits normally; if it is killed (kill -9, the OOM
+    killer) the resource tracker unlinks them instead and prints "There appear to be N leaked
+    semaphore objects to clean up at shutdown". Unlinked early (what multiprocessing does at exit:
+    ``sem_unlink`` and unregistering from the tracker, once), the semaphores keep working in the
+    processes that have them open and nothing is left to leak. No process may open them afterwards:
+    call this only when the pool has started all its workers. Returns how many names were removed.
+    """
+    count = 0
+    for owner in owners:
+        if owner is None:
+            continue
+        locks = ([owner] if isinstance(owner, mp_synchronize.SemLock) else
+                 [v for v in vars(owner).values() if isinstance(v, mp_synchronize.SemLock)])
+        for lock in locks:
+            for ref in weakref.getweakrefs(lock):
+                cleanup = ref.__callback__
+                if isinstance(cleanup, mp_util.Finalize):  # SemLock._cleanup(name), registered at creation
+                    cleanup()  # runs once: unregistered, it will not run again at exit
+                    count += 1
+    logger.debug("Unlinked %d semaphore names of the verification pool", count)
+    return count
 
 
 def _take_back(claims, indices: List[int]) -> Optional[int]:

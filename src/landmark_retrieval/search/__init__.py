@@ -2,8 +2,9 @@
 
 The searchers, registered in one place (:data:`SEARCHERS`, ``retrieve.index``): streamed exact
 kNN (:mod:`~landmark_retrieval.search.exact`), faiss IVF-PQ / HNSW indexes
-(:mod:`~landmark_retrieval.search.ann`) and the sparse inverted file of BoW
-(:mod:`~landmark_retrieval.search.inverted`); descriptor post-processing (PCA-whitening, alpha-QE,
+(:mod:`~landmark_retrieval.search.ann`), the sparse inverted file of BoW
+(:mod:`~landmark_retrieval.search.inverted`) and ASMK* over local descriptors
+(:mod:`~landmark_retrieval.search.asmk`); descriptor post-processing (PCA-whitening, alpha-QE,
 DBA: :mod:`~landmark_retrieval.search.postprocess`) and the learned projection
 (:mod:`~landmark_retrieval.search.projection`, trained by
 :mod:`~landmark_retrieval.search.projection_fit`). :func:`validate_search` checks the ``retrieve``
@@ -17,6 +18,7 @@ from typing import Any, Dict
 
 from ..config import RetrieveConfig
 from .ann import ann_searcher
+from .asmk import asmk_search
 from .exact import Searcher, exact_search
 from .inverted import inverted_search
 
@@ -26,6 +28,7 @@ SEARCHERS: Dict[str, Searcher] = {
     "ivfpq": ann_searcher("ivfpq"),
     "hnsw": ann_searcher("hnsw"),
     "inverted": inverted_search,  # BoW tf-idf: exact top-k through a sparse inverted file
+    "asmk": asmk_search,  # ASMK* over the local descriptors: selective kernel, inverted file
 }
 
 
@@ -54,9 +57,23 @@ def validate_search(r: RetrieveConfig) -> None:
                          ("retrieve.ivfpq.refine_factor", r.ivfpq.refine_factor),
                          ("retrieve.ivfpq.train_size", r.ivfpq.train_size), ("retrieve.hnsw.m", r.hnsw.m),
                          ("retrieve.hnsw.ef_construction", r.hnsw.ef_construction),
-                         ("retrieve.hnsw.ef_search", r.hnsw.ef_search)):
+                         ("retrieve.hnsw.ef_search", r.hnsw.ef_search), ("retrieve.asmk.num_words", r.asmk.num_words),
+                         ("retrieve.asmk.query_assignments", r.asmk.query_assignments),
+                         ("retrieve.asmk.max_training_descriptors", r.asmk.max_training_descriptors),
+                         ("retrieve.asmk.iterations", r.asmk.iterations)):
         if value < 1:
             raise ValueError(f"{where}: expected a positive integer, got {value}")
+    if r.asmk.max_keypoints is not None and r.asmk.max_keypoints < 1:
+        raise ValueError(f"retrieve.asmk.max_keypoints: expected a positive integer or none, got "
+                         f"{r.asmk.max_keypoints}")
+    if not (math.isfinite(r.asmk.global_weight) and r.asmk.global_weight >= 0):
+        raise ValueError(f"retrieve.asmk.global_weight: expected a number >= 0 (0 = the kernel alone), got "
+                         f"{r.asmk.global_weight}")
+    if not (math.isfinite(r.asmk.alpha) and r.asmk.alpha > 0):
+        raise ValueError(f"retrieve.asmk.alpha: expected a positive exponent (3 is usual), got {r.asmk.alpha}")
+    if not -1.0 <= r.asmk.threshold < 1.0:
+        raise ValueError(f"retrieve.asmk.threshold: expected a similarity in [-1, 1) (0 is usual), got "
+                         f"{r.asmk.threshold}")
     if not 1 <= r.ivfpq.bits <= 16:
         raise ValueError(f"retrieve.ivfpq.bits: expected 1 to 16 bits per code (8 is usual), got {r.ivfpq.bits}")
     if not (math.isfinite(r.stream_above_gb) and r.stream_above_gb >= 0):
