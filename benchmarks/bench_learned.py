@@ -65,6 +65,12 @@ def variants(local: List[str], max_side: int, keypoints: int, cnn: Path) -> Dict
                                                    "verify": {"matcher": "lightglue", **f_geometry}}
         out[f"{backend}-vlad + {backend} nn F"] = {"extract": {"backend": backend, "learned": learned},
                                                    "verify": {**nn, **f_geometry}}
+        effnet = {"backend": "ensemble", "learned": learned,
+                  "embedding": {"resize": "fit", "input_size": 512, "pooling": "gem"},
+                  "ensemble": {"members": [{"backend": "embedding", "model_path": "efficientnet-lite2"}],
+                               "local": backend}}
+        out[f"effnet-lite2 + {backend} lg F"] = {"extract": effnet, "verify": {"matcher": "lightglue", **f_geometry}}
+        out[f"effnet-lite2 + {backend} nn F"] = {"extract": effnet, "verify": {**nn, **f_geometry}}
         for accept in (20, 40):  # the nearest-neighbour pass: confident pairs skip LightGlue
             out[f"{backend}-vlad + {backend} nn>{accept} else lg F"] = {
                 "extract": {"backend": backend, "learned": learned},

@@ -234,3 +234,37 @@ def test_bad_values_name_the_option(tmp_path, caplog):
     assert main(["verify", "--work", str(tmp_path), "--set", "verify.num_to_rerank=abc"]) == 2
     assert "verify.num_to_rerank: expected an integer, got 'abc'" in caplog.text
     assert not (tmp_path / "config.json").exists()  # nothing saved by a command that failed to start
+
+
+def test_the_two_demos_never_share_a_dataset_a_work_directory_or_outputs():
+    from landmark_retrieval.cli import demo_paths
+
+    parser = build_parser()
+    recognition = demo_paths(parser.parse_args(["demo"]))
+    retrieval = demo_paths(parser.parse_args(["demo", "--task", "retrieval"]))
+    assert all(a != b for a, b in zip(recognition, retrieval)), (recognition, retrieval)
+    assert retrieval[2].name == "demo-retrieval.csv"
+    custom = demo_paths(parser.parse_args(["demo", "--task", "retrieval", "--out", "x.csv", "--work", "w"]))
+    assert custom[1:] == (Path("w"), Path("x.csv"))
+
+
+def test_top_level_help_speaks_of_recognition_retrieval_and_own_photos():
+    text = " ".join(build_parser().format_help().split())
+    for words in ("recognition", "retrieval", "match A B", "index FOLDER", "search WORK QUERY"):
+        assert words in text, words
+
+
+def test_a_run_refused_for_other_settings_leaves_the_saved_settings_as_they_were(small_dataset, tmp_path, caplog):
+    """Changing the features' settings on a work directory stops before saving them: the next plain
+    run continues with the old settings instead of failing again."""
+    work, out = tmp_path / "w", tmp_path / "s.csv"
+    base = ["--data", str(small_dataset), "--work", str(work), "--out", str(out)]
+    assert main(["run", *base, "--preset", "demo", "--workers", "1"]) == 0
+    saved = (work / "config.json").read_bytes()
+    for cmd in (["run", *base], ["extract", *base[:4]]):
+        assert main([*cmd, "--set", "extract.sift.max_keypoints=300"]) == 2
+        assert "extracted with other settings" in caplog.text and "--overwrite" in caplog.text
+        assert (work / "config.json").read_bytes() == saved
+    caplog.clear()
+    assert main(["run", *base]) == 0
+    assert "other settings" not in caplog.text

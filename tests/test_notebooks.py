@@ -27,7 +27,7 @@ from landmark_retrieval.io.submission import read_submission
 
 NOTEBOOKS = Path(__file__).resolve().parents[1] / "notebooks"
 NAMES = ("01_quickstart.ipynb", "02_glr2020_submission.ipynb", "03_visualise_matches.ipynb",
-         "04_glr2021_retrieval.ipynb", "05_compare_methods.ipynb")
+         "04_glr2021_retrieval.ipynb", "05_compare_methods.ipynb", "06_find_similar.ipynb")
 CELL_TIMEOUT = 900  # seconds per cell: a cell runs the whole pipeline
 
 
@@ -257,3 +257,31 @@ def test_05_compare_methods(demo_data, tmp_path, monkeypatch):
     assert len(pictures) == 1 and pictures[0].shape[0] >= 200 and pictures[0].std() > 5
     _assert_quiet(nb)
 
+
+
+def test_06_find_similar(shared_data, tmp_path, monkeypatch):
+    """Index a folder of real photographs, search it with another view of one of them."""
+    from PIL import Image as PILImage
+
+    folder = tmp_path / "photos"
+    oxford = shared_data / "oxford_affine"
+    for scene in ("boat", "bikes", "leuven", "graf"):
+        (folder / scene).mkdir(parents=True)
+        with PILImage.open(oxford / scene / "img1.png") as im:
+            im.convert("RGB").resize((im.width // 2, im.height // 2)).save(folder / scene / "view1.jpg")
+    with PILImage.open(oxford / "leuven" / "img3.png") as im:
+        im.convert("RGB").resize((im.width // 2, im.height // 2)).save(tmp_path / "query.jpg")
+    monkeypatch.setenv("LR_DATA", str(folder))
+    monkeypatch.setenv("LR_WORK", str(tmp_path / "work"))
+    monkeypatch.setenv("LR_QUERY", str(tmp_path / "query.jpg"))
+    monkeypatch.setenv("LR_SET", "retrieve.asmk.num_words=64")
+    nb = _execute(_read("06_find_similar.ipynb"), tmp_path)
+    out = _stdout(nb)
+    assert "4 images indexed (4 new, 0 removed, 0 unreadable)" in out, out
+    assert "leuven/view1.jpg:" in out, out  # the best result is the other view of the same scene
+    tables = [o.data["text/html"] for c in nb.cells for o in c.get("outputs", [])
+              if o.output_type == "execute_result" and "text/html" in o.get("data", {})]
+    assert tables and "leuven/view1.jpg" in tables[0]
+    pictures = [o for c in nb.cells for o in c.get("outputs", []) if "image/png" in o.get("data", {})
+                or "image/jpeg" in o.get("data", {})]
+    assert len(pictures) == 2

@@ -22,7 +22,7 @@ FLOORS: List[Tuple[str, Tuple[str, ...]]] = [
     ("backends", ("backends",)),
     ("search", ("search",)),
     ("matching", ("matching",)),
-    ("configured", ("presets", "metrics")),
+    ("configured", ("presets", "metrics", "dependencies")),
     ("steps", ("extract", "retrieve", "verify", "predict", "submit", "evaluate")),
     ("tools", ("pipeline", "budget", "cli", "cli_parser", "kaggle", "demo", "compare", "visualize", "viz", "split",
                "wheelhouse", "testing", "photos", "__init__", "__main__")),

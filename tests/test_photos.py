@@ -57,7 +57,8 @@ def test_ids_are_relative_paths_that_round_trip():
 
 
 def test_match_a_real_pair_and_an_unrelated_one(oxford, tmp_path):
-    a, b = _small(oxford / "boat" / "img1.png", tmp_path / "a.png"), _small(oxford / "boat" / "img2.png", tmp_path / "b.jpg")
+    a = _small(oxford / "boat" / "img1.png", tmp_path / "a.png")
+    b = _small(oxford / "boat" / "img2.png", tmp_path / "b.jpg")
     c = _small(oxford / "bikes" / "img1.png", tmp_path / "c.webp")
     same = json.loads(_cli("match", a, b, "--json", "--out", tmp_path / "m.png", "-q").stdout)
     assert set(same) == {"inliers", "matches", "homography", "fundamental", "image0", "image1", "picture", "keypoints"}

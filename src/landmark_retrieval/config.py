@@ -241,9 +241,9 @@ class AsmkConfig:
     alpha: float = 3.0  # selectivity exponent of the kernel
     threshold: float = 0.0  # per-word similarities (in [-1, 1]) at or below this count 0
     query_assignments: int = 5  # nearest words each query descriptor is assigned to (database: 1)
-    global_weight: float = 0.0  # score = kernel + this x cosine of the run's global descriptors (e.g. a CNN's)
+    global_weight: float = 0.0  # + this x the global cosine (a CNN's); matching kernels are ~0.02-0.2
     max_keypoints: Optional[int] = None  # aggregate only each image's strongest this many features; None = all
-    max_training_descriptors: int = 100_000  # database descriptors sampled (seeded) for k-means
+    max_training_descriptors: int = 100_000  # database descriptors sampled (seeded by seed) for k-means
     iterations: int = 10  # k-means iterations
     seed: int = 0
 

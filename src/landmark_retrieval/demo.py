@@ -248,6 +248,8 @@ def run_demo(data: Union[str, Path] = "data/demo", work: Union[str, Path] = "wor
     result = run(conf, dataset, work, out, overwrite=True)
     query, db_id = pick_pair(dataset, work, conf)
     if db_id:
-        result.figure = save_figure(show_pair(dataset, work, query, db_id, conf), Path(out).parent / "demo_match.png")
-        logger.info("Saved the verified matches of test %s and train %s to %s", query, db_id, result.figure)
+        picture = Path(out).parent / ("demo_match.png" if task == "recognition" else "demo-retrieval_match.png")
+        result.figure = save_figure(show_pair(dataset, work, query, db_id, conf), picture)
+        logger.info("Saved the verified matches of test %s and %s image %s to %s", query, dataset.db_split, db_id,
+                    result.figure)
     return result

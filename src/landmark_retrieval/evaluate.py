@@ -12,10 +12,11 @@ candidate, the share that verification ranked first). Cut-offs deeper than the r
 """
 from __future__ import annotations
 
+import csv
 import json
 import logging
 from pathlib import Path
-from typing import Dict, Mapping, Optional, Sequence, Union
+from typing import Dict, List, Mapping, Optional, Sequence, Union
 
 from .io.atomic import write_text_atomic
 from .io.candidates import Candidates, load_candidates
@@ -30,6 +31,18 @@ logger = logging.getLogger("landmark_retrieval")
 
 
 
+def _first_row(path: Union[str, Path]) -> List[str]:
+    """The fields of the first line of a CSV file (BOM and surrounding spaces stripped; bytes that are
+    not UTF-8 replaced: the readers report them), to tell the task from the header."""
+    with open(path, "rb") as fb:
+        first = fb.readline().decode("utf-8", errors="replace").lstrip("\ufeff")
+    first = first.replace("\r", "\n").split("\n", 1)[0]
+    try:
+        return [name.strip() for name in next(csv.reader([first]), [])]
+    except csv.Error:  # NUL bytes (Python < 3.11): the readers name the line
+        return [first]
+
+
 def score_submission(submission: Union[str, Path], solution: Union[str, Path, Solution],
                      json_out: Optional[Union[str, Path]] = None) -> Dict[str, float]:
     """Score a ``submission.csv`` against a Kaggle ``solution.csv``.
@@ -38,9 +51,25 @@ def score_submission(submission: Union[str, Path], solution: Union[str, Path, So
         Recognition (``id,landmarks``): ``{"gap", "top1", "num_test", "num_landmark_test"
         [, "gap_public", "gap_private"]}``; retrieval (``id,images``): ``{"map100", "num_test",
         "num_relevant_test"[, "map100_public", "map100_private"]}``.
+
+    Raises:
+        FileNotFoundError: no file at ``submission`` or ``solution``.
+        ValueError: naming the file and the line: a submission or solution that cannot be read
+            (see :func:`~landmark_retrieval.io.submission.read_submission` and
+            :func:`~landmark_retrieval.io.tables.read_solution_csv`).
     """
-    with open(submission, newline="", encoding="utf-8") as fh:
-        retrieval_format = fh.readline().strip() == "id,images"
+    header = _first_row(submission)
+    if header not in (["id", "landmarks"], ["id", "images"]):
+        raise ValueError(f"{submission}: header must be 'id,landmarks' (recognition) or 'id,images' (retrieval), "
+                         f"found {header}")
+    retrieval_format = header == ["id", "images"]
+    if not isinstance(solution, (Solution, RetrievalSolution)) and Path(solution).is_file():
+        columns = _first_row(solution)
+        needed, other = ("images", "landmarks") if retrieval_format else ("landmarks", "images")
+        if needed not in columns and other in columns:
+            raise ValueError(f"{submission} is a {'retrieval' if retrieval_format else 'recognition'} submission "
+                             f"({','.join(header)}) but {solution} is not a solution of that task (header {columns}): "
+                             "score it against the solution of its task")
     if retrieval_format or isinstance(solution, RetrievalSolution):
         sol_r = solution if isinstance(solution, RetrievalSolution) else read_retrieval_solution_csv(solution)
         metrics = score_rankings(read_retrieval_submission(submission), sol_r)

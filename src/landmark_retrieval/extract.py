@@ -54,18 +54,40 @@ from .search.projection import PROJECTION_METHODS
 logger = logging.getLogger("landmark_retrieval")
 
 
+def _features_differ(directory: Path, changes: Sequence[str]) -> RuntimeError:
+    return RuntimeError(f"The features in {directory} were extracted with other settings ({'; '.join(changes)}). "
+                        "Use another --work directory, or pass overwrite=True (CLI --overwrite) to re-extract.")
+
+
 def _check_meta(directory: Path, meta: dict, overwrite: bool) -> None:
     changes = stamp_changes(directory, meta)
     if changes:
-        if overwrite:
-            logger.info("Settings changed (%s): deleting the features in %s", "; ".join(changes), directory)
-            shutil.rmtree(directory)
-        else:
-            raise RuntimeError(
-                f"The features in {directory} were extracted with other settings ({'; '.join(changes)}). "
-                "Use another --work directory, or pass overwrite=True (CLI --overwrite) to re-extract."
-            )
+        if not overwrite:
+            raise _features_differ(directory, changes)
+        logger.info("Settings changed (%s): deleting the features in %s", "; ".join(changes), directory)
+        shutil.rmtree(directory)
     write_meta(directory, meta)
+
+
+def check_features(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], overwrite: bool = False,
+                   backend: Optional[Backend] = None, engine: Optional[DaskEngine] = None) -> Backend:
+    """Raise before anything is written when ``work``'s stored features were extracted with other
+    settings than ``conf`` and ``overwrite`` is false; returns the backend built for the check.
+
+    Raises:
+        RuntimeError: naming the store, the settings that differ and the fix.
+    """
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    if backend is None:
+        engine = engine if engine is not None else cluster_engine(conf)
+        backend = engine.backend(conf.extract) if engine is not None else make_backend(conf.extract)
+    if not overwrite:
+        meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
+        for split in dataset_splits(conf, dataset):
+            changes = stamp_changes(feature_dir(work, split), meta)
+            if changes:
+                raise _features_differ(feature_dir(work, split), changes)
+    return backend
 
 
 def write_failures(work: Union[str, Path], dataset: Dataset) -> Path:

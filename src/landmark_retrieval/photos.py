@@ -25,7 +25,8 @@ import numpy as np
 from .backends.extraction import to_original
 from .backends.registry import make_backend
 from .config import Config
-from .extract import extract
+from .dependencies import check_dependencies
+from .extract import check_features, extract
 from .io.candidates import load_candidates
 from .io.collection import (
     collection_dataset,
@@ -41,7 +42,7 @@ from .io.lock import work_lock
 from .io.store import FeatureStore
 from .matching.lightglue import LightGlueMatcher
 from .matching.pairs import verify_pair
-from .presets import get_config, local_backend, resolve_run_config
+from .presets import get_config, local_backend, resolve_run_config, save_run_config
 from .retrieve import retrieve
 from .search.rerank import total_scores
 from .verify import verify
@@ -76,6 +77,7 @@ def match_images(path0: PathLike, path1: PathLike, conf: Optional[Config] = None
         FileNotFoundError / ValueError: an unreadable image (named).
     """
     conf = conf or get_config(PHOTOS_PRESET)
+    check_dependencies(conf)
     backend = make_backend(conf.extract)
     images, feats = [], []
     for path in (path0, path1):
@@ -155,14 +157,17 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
             raise ValueError(f"{work} indexes {known}, not {folder}: use another --work for this folder")
         if known is None and (work / "config.json").is_file():
             raise ValueError(f"{work} holds a run that is not an index of a folder: use another --work")
-        conf = _photos_config(work, preset, overrides, save=True)
+        conf = _photos_config(work, preset, overrides, save=False)
+        check_dependencies(conf)
+        backend = check_features(conf, collection_dataset(folder, index={}), work)
+        save_run_config(work, conf)
         write_collection(work, folder)
         index = scan_folder(folder)
         if not index:
             raise ValueError(f"{folder} holds no image files (.jpg, .png, .webp, .tif, ...)")
         dataset = collection_dataset(folder, index=index)
         before = _stored_ids(work, "index")
-        extract(conf, dataset, work)
+        extract(conf, dataset, work, backend=backend)
         after = _stored_ids(work, "index")
         failures = _failures(work, "index")
         failed = [{"path": str(index[i].relative_to(folder).as_posix()), "error": failures[i]}
@@ -214,6 +219,7 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
                          "first")
     with work_lock(work, wait=wait):
         conf = _photos_config(work, None, overrides, save=False)
+        check_dependencies(conf)
         conf.retrieve.k = max(conf.retrieve.k, int(top), conf.verify.num_to_rerank)
         found = query_images(queries)
         dataset = collection_dataset(folder, found)

@@ -19,11 +19,12 @@ from typing import Any, Callable, Dict, List, Optional, Tuple, Union
 from .backends.base import Backend
 from .backends.cluster import DaskEngine, cluster_engine
 from .backends.extraction import aggregate_globals
-from .backends.registry import make_backend
 from .budget import Budget, RunPlan, format_duration
 from .config import Config, parse_duration
+from .dependencies import check_dependencies
 from .evaluate import evaluate
 from .extract import (
+    check_features,
     dataset_splits,
     extract,
     extract_candidates,
@@ -109,10 +110,14 @@ def _run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], 
          engine: Optional[DaskEngine]) -> RunResult:
     budget = _make_budget(conf.run.time_budget if time_budget is None else time_budget)
     work = Path(work)
+    check_dependencies(conf)  # a missing optional package: one line, before any work
+    dataset = data if isinstance(data, Dataset) else load_dataset(data)
+    engine = engine if engine is not None else cluster_engine(conf)
+    # refused before anything is saved when the stored features were made with other settings
+    backend = check_features(conf, dataset, work, overwrite, backend, engine)
     work.mkdir(parents=True, exist_ok=True)
     save_run_config(work, conf)  # the steps run later on this work directory continue with it
     logger.info("Settings: %s", config_summary(conf))
-    dataset = data if isinstance(data, Dataset) else load_dataset(data)
     timings: Dict[str, float] = {}
 
     def timed(name, fn, *args, **kwargs):
@@ -122,8 +127,6 @@ def _run(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path], 
         logger.info("%s done in %.1f s", name, timings[name])
         return result
 
-    engine = engine if engine is not None else cluster_engine(conf)
-    backend = backend or (engine.backend(conf.extract) if engine is not None else make_backend(conf.extract))
     skipped: List[str] = []
     scorable = True
     if budget is None:

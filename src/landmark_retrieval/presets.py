@@ -378,7 +378,7 @@ def _save(work: Union[str, Path], conf: Config, saved: Optional[Config]) -> List
 
 def resolve_run_config(work: Union[str, Path], preset: Optional[str] = None,
                        overrides: Union[Mapping[str, Any], Iterable[str], None] = None,
-                       save: bool = True) -> Config:
+                       save: bool = True, warn: bool = True) -> Config:
     """The configuration a step runs with in ``work``: the run's, unless told otherwise.
 
     The base is ``preset`` when given, else the configuration saved in ``WORK/config.json``,
@@ -391,7 +391,9 @@ def resolve_run_config(work: Union[str, Path], preset: Optional[str] = None,
         overrides: nested dict or ``"section.option=value"`` strings.
         save: save the result as the run's configuration (steps that write artifacts); False for
             commands that only read a run (``evaluate``, ``show``): the changes then apply to that
-            command only.
+            command only; and for ``run``/``extract``, which save it once the stored features
+            are known to fit it (:func:`save_run_config`).
+        warn: with ``save`` false, warn about settings that differ from the saved ones.
 
     Raises:
         ValueError: ``WORK/config.json`` is unreadable and no ``preset`` was given.
@@ -400,7 +402,7 @@ def resolve_run_config(work: Union[str, Path], preset: Optional[str] = None,
     conf = get_config(preset or saved or "default", overrides)
     if save:
         _save(work, conf, saved)
-    elif saved is not None:
+    elif saved is not None and warn:
         changes = config_diff(saved, conf)
         if changes:
             logger.warning("Using settings that differ from the run's (%s, not changed): %s",

@@ -230,7 +230,7 @@ def ensemble_members(extract: ExtractConfig) -> List[EnsembleMember]:
             raise KeyError(f"Unknown option {where}.{unknown[0]}; a member takes: {', '.join(allowed)} (the other "
                            "extract settings apply to the whole step: set them as extract.OPTION)")
         backend = record.get("backend")
-        if backend not in BACKENDS or backend == "ensemble":
+        if not isinstance(backend, str) or backend not in BACKENDS or backend == "ensemble":
             why = ("an ensemble cannot be a member of an ensemble (list its members here instead)"
                    if backend == "ensemble" else f"unknown backend {backend!r}" if backend else "missing")
             raise ValueError(f"{where}.backend: {why}; choose one of: {choices}")
@@ -277,7 +277,7 @@ def ensemble_local(extract: ExtractConfig,
                          "set local to the name of one of them")
     if same:
         return names.index(same[0]), None
-    if local not in BACKENDS or local == "ensemble":
+    if not isinstance(local, str) or local not in BACKENDS or local == "ensemble":
         raise ValueError(f"extract.ensemble.local: {local!r} is neither a member ({', '.join(names)}) nor a backend "
                          f"({', '.join(b for b in BACKENDS if b != 'ensemble')}); none = no local features")
     conf = copy.deepcopy(extract)

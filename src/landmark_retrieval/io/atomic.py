@@ -76,9 +76,13 @@ def write_text_atomic(path: Union[str, Path], text: str) -> Path:
 
 def write_csv_atomic(path: Union[str, Path], header: Sequence[str], rows: Iterable[Sequence[object]],
                      lineterminator: str = "\n") -> Path:
-    """Write a CSV file with the ``csv`` module (any field round-trips), completely or not at all."""
+    """Write a CSV file with the ``csv`` module (any field round-trips), completely or not at all.
+
+    A row with a carriage return in a field is written fully quoted: with a ``"\n"`` line
+    terminator the csv module would leave it bare, and it would read back as a line break."""
     buf = io.StringIO()
     w = csv.writer(buf, lineterminator=lineterminator)
-    w.writerow(header)
-    w.writerows(rows)
+    quoted = csv.writer(buf, lineterminator=lineterminator, quoting=csv.QUOTE_ALL)
+    for row in (header, *rows):
+        (quoted if any("\r" in str(v) for v in row) else w).writerow(row)
     return write_text_atomic(path, buf.getvalue())

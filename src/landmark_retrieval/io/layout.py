@@ -76,9 +76,10 @@ def database_matrix_path(work: PathLike, db_split: str = "train") -> Path:
 
 
 def search_index_path(work: PathLike, db_split: str, name: str) -> Path:
-    """A saved approximate search index (``retrieve.index``: ``ivfpq``, ``hnsw``) of the
-    database (stamp: ``ann-<name>.json`` beside it)."""
-    return feature_dir(work, db_split) / f"ann-{name}.faiss"
+    """A saved search index (``retrieve.index``) of the database: ``ann-<name>.faiss`` for the
+    faiss indexes (``ivfpq``, ``hnsw``), ``<name>.h5`` for the others (``asmk``); its stamp is
+    the ``.json`` beside it."""
+    return feature_dir(work, db_split) / (f"ann-{name}.faiss" if name in ("ivfpq", "hnsw") else f"{name}.h5")
 
 
 def config_path(work: PathLike) -> Path:

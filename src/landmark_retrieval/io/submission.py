@@ -7,9 +7,11 @@ file, the line and the fix).
 from __future__ import annotations
 
 import csv
+import io
 import logging
+import math
 from pathlib import Path
-from typing import Collection, Dict, List, Mapping, Optional, Sequence, Tuple, Union
+from typing import Collection, Dict, Iterator, List, Mapping, Optional, Sequence, Tuple, Union
 
 from .atomic import write_csv_atomic
 from .layout import Prediction
@@ -31,36 +33,81 @@ def write_submission(predictions: Mapping[str, Prediction], test_ids: Sequence[s
     return write_csv_atomic(path, ["id", "landmarks"], rows, lineterminator="\r\n")  # csv's default, as before
 
 
+def _data_rows(path: Path, header: Sequence[str]) -> Iterator[Tuple[int, List[str]]]:
+    """``(start line, fields)`` of every data row of a submission file, after checking its header.
+
+    The file is UTF-8 (an optional BOM is skipped); blank lines are skipped, as Kaggle does.
+
+    Raises:
+        ValueError: naming the file (and the line) with the fix: a binary or non-UTF-8 file,
+            malformed CSV (such as a field longer than the ``csv`` module's limit, usually an
+            unclosed quote), a header other than ``header``.
+    """
+    expected = ",".join(header)
+    data = path.read_bytes()
+    not_text = (f"{path} is not a UTF-8 CSV text file: expected a header '{expected}' and one row per test "
+                "image (write it as UTF-8 CSV)")
+    if b"\x00" in data:
+        line = data[:data.index(b"\x00")].count(b"\n") + 1
+        raise ValueError(f"{not_text}; it contains NUL bytes (line {line})")
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{not_text}; byte {data[exc.start:exc.start + 1]!r} on line {line} is not UTF-8") from None
+    del data
+    reader = csv.reader(io.StringIO(text, newline=""))
+    start, seen_header = 1, False
+    try:
+        for fields in reader:
+            line, start = start, reader.line_num + 1
+            if not seen_header:
+                if fields != list(header):
+                    raise ValueError(f"{path}: header must be '{expected}', found {fields}")
+                seen_header = True
+            elif fields:
+                yield line, fields
+    except csv.Error as exc:
+        raise ValueError(f"{path}, line {start}: malformed CSV ({exc}), often an unclosed quote; quote fields "
+                         'that contain commas, quotes or newlines, and double the quotes inside them ("")') from None
+    if not seen_header:
+        raise ValueError(f"{path}: header must be '{expected}', found None (the file is empty)")
+
+
 def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, float]]]:
     """Read a GLR2020 submission, checking it as Kaggle does.
 
+    Returns:
+        ``{test id: (landmark_id, score) or None}`` (None: an empty ``landmarks`` field); scores
+        are finite.
+
     Raises:
-        ValueError: naming the line, for a bad header, a repeated id, or a ``landmarks`` field
-            that is not empty and not exactly ``"<int> <float>"``.
+        ValueError: naming the file and the line, for a binary, non-UTF-8 or malformed file, a bad
+            header, a repeated id, or a ``landmarks`` field that is not empty and not exactly
+            ``"<int> <float>"`` with a finite score.
     """
     path = Path(path)
     out: Dict[str, Optional[Tuple[int, float]]] = {}
-    with open(path, newline="") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header != ["id", "landmarks"]:
-            raise ValueError(f"{path}: header must be 'id,landmarks', found {header}")
-        for line, row in enumerate(reader, start=2):
-            if len(row) != 2:
-                raise ValueError(f"{path}, line {line}: expected 2 fields (id,landmarks), found {len(row)}")
-            image_id, value = row
-            if image_id in out:
-                raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
-            tokens = value.split()
-            if not tokens:
-                out[image_id] = None
-                continue
-            if len(tokens) != 2:
-                raise ValueError(f"{path}, line {line}: landmarks must be '<landmark_id> <score>', found {value!r}")
-            try:
-                out[image_id] = (int(tokens[0]), float(tokens[1]))
-            except ValueError:
-                raise ValueError(f"{path}, line {line}: cannot parse {value!r} as '<int> <float>'") from None
+    for line, row in _data_rows(path, ("id", "landmarks")):
+        if len(row) != 2:
+            raise ValueError(f"{path}, line {line}: expected 2 fields (id,landmarks), found {len(row)}")
+        image_id, value = row
+        if image_id in out:
+            raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+        tokens = value.split()
+        if not tokens:
+            out[image_id] = None
+            continue
+        if len(tokens) != 2:
+            raise ValueError(f"{path}, line {line}: landmarks must be '<landmark_id> <score>', found {value!r}")
+        try:
+            label, score = int(tokens[0]), float(tokens[1])
+        except ValueError:
+            raise ValueError(f"{path}, line {line}: cannot parse {value!r} as '<int> <float>'") from None
+        if not math.isfinite(score):
+            raise ValueError(f"{path}, line {line}: score {tokens[1]!r} of test id {image_id!r} is not a finite "
+                             "number; write the confidence as a number such as 0.93")
+        out[image_id] = (label, score)
     return out
 
 
@@ -79,29 +126,24 @@ def read_retrieval_submission(path: Union[str, Path], index_ids: Optional[Collec
     """Read a GLR2021 submission, checking it as Kaggle does.
 
     Raises:
-        ValueError: naming the line, for a bad header, a repeated test id, more than 100 images,
-            or (with ``index_ids``) an id that is not an index image.
+        ValueError: naming the file and the line, for a binary, non-UTF-8 or malformed file, a bad
+            header, a repeated test id, more than 100 images, or (with ``index_ids``) an id that is
+            not an index image.
     """
     path = Path(path)
     out: Dict[str, List[str]] = {}
-    with open(path, newline="", encoding="utf-8") as fh:
-        reader = csv.reader(fh)
-        header = next(reader, None)
-        if header != ["id", "images"]:
-            raise ValueError(f"{path}: header must be 'id,images', found {header}")
-        for line, row in enumerate(reader, start=2):
-            if len(row) != 2:
-                raise ValueError(f"{path}, line {line}: expected 2 fields (id,images), found {len(row)}")
-            image_id, value = row
-            if image_id in out:
-                raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
-            images = value.split()
-            if len(images) > MAX_IMAGES:
-                raise ValueError(f"{path}, line {line}: {len(images)} images; at most {MAX_IMAGES} are allowed")
-            if index_ids is not None:
-                unknown = [i for i in images if i not in index_ids]
-                if unknown:
-                    raise ValueError(f"{path}, line {line}: {unknown[0]!r} is not an index image")
-            out[image_id] = images
+    for line, row in _data_rows(path, ("id", "images")):
+        if len(row) != 2:
+            raise ValueError(f"{path}, line {line}: expected 2 fields (id,images), found {len(row)}")
+        image_id, value = row
+        if image_id in out:
+            raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+        images = value.split()
+        if len(images) > MAX_IMAGES:
+            raise ValueError(f"{path}, line {line}: {len(images)} images; at most {MAX_IMAGES} are allowed")
+        if index_ids is not None:
+            unknown = [i for i in images if i not in index_ids]
+            if unknown:
+                raise ValueError(f"{path}, line {line}: {unknown[0]!r} is not an index image")
+        out[image_id] = images
     return out
-

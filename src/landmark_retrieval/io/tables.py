@@ -30,7 +30,10 @@ def _parse_int(text: str) -> Optional[int]:
     text = text.strip()
     if not _INT_RE.fullmatch(text):
         return None
-    value = int(text)
+    digits = text.lstrip("+-").lstrip("0") or "0"
+    if len(digits) > 19:  # not an int64, and int() refuses strings of more than 4300 digits
+        return None
+    value = int(digits) * (-1 if text.startswith("-") else 1)
     return value if _INT64_MIN <= value <= _INT64_MAX else None
 
 

@@ -15,15 +15,16 @@ import logging
 import multiprocessing as mp
 import multiprocessing.synchronize as mp_synchronize
 import multiprocessing.util as mp_util
-from multiprocessing import resource_tracker
 import os
 import signal
 import threading
 import time
 import weakref
 from collections import OrderedDict
+from concurrent.futures.process import BrokenProcessPool
 from contextlib import contextmanager
 from dataclasses import asdict, replace
+from multiprocessing import resource_tracker
 from pathlib import Path
 from typing import TYPE_CHECKING, Callable, Dict, List, NamedTuple, Optional, Tuple, Union
 
@@ -301,6 +302,11 @@ def _verify_alongside(work: str, vc: VerifyConfig, chunks: List[List[Tuple[str, 
                     continue
             finished[mine] = [verifier(task) for task in chunks[mine]]
             here += 1
+    except BrokenProcessPool:
+        _stop_pool(pool)
+        raise RuntimeError("A verification worker process ended abruptly (killed, or out of memory): finished work "
+                           "is kept; run the same command again to resume (with --set verify.num_workers=1 this "
+                           "process verifies alone)") from None
     except BaseException:
         _stop_pool(pool)
         raise
@@ -335,6 +341,8 @@ def _start_resource_tracker() -> None:
     only that one warning is filtered (``PYTHONWARNINGS``, which the tracker reads at its start;
     this process's own environment is restored at once).
     """
+    if os.name != "posix":  # Windows: no named semaphores, no tracker
+        return
     option = _leak_warning_filter()
     saved = os.environ.get("PYTHONWARNINGS")
     if option is not None:

@@ -18,7 +18,8 @@ assignment), database ones to the nearest.
 The searcher reads the run's **local** descriptors (RootSIFT, or learned ones: any float
 descriptors) from the feature store; the global descriptors only for fusion. The codebook is learned
 by seeded k-means (:func:`landmark_retrieval.backends.codebook.kmeans`) on a seeded sample of the
-database's descriptors; codebook and database codes are saved in ``WORK/index/`` with a stamp of
+database's descriptors; codebook and database codes are saved in ``WORK/features/<database>/asmk.h5``
+with a stamp of
 what they were computed from, and reused. Results depend only on the descriptors and the options:
 never on worker counts or read order (images in database order, words sorted).
 
@@ -237,7 +238,7 @@ def _load(path: Path) -> Optional[Tuple[np.ndarray, AsmkCodes]]:
 
 
 def database_codes(ctx: SearchContext) -> Tuple[np.ndarray, AsmkCodes]:
-    """``(codebook (K, D) float32, database codes)``: read from ``WORK/index/`` when computed from
+    """``(codebook (K, D) float32, database codes)``: read from ``asmk.h5`` when computed from
     the same database with the same options, else learned, encoded and saved."""
     opts = ctx.conf.asmk
     search_time = ("alpha", "threshold", "query_assignments", "global_weight")
