@@ -26,7 +26,7 @@ DEV := $(VENV)/.installed-dev
 # torchvision is never needed.
 TORCH ?= torch==2.13.0
 
-.PHONY: demo test test-fast lint notebook install install-notebooks install-learned install-dev benchmark clean requirements
+.PHONY: demo test test-fast lint notebook run-notebook install install-notebooks install-learned install-dev benchmark clean requirements
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -80,6 +80,13 @@ requirements: $(DEV)
 notebook: $(NOTEBOOKS)
 	$(BIN)/jupyter lab --ServerApp.root_dir=notebooks $(JUPYTER_ROOT) $(JUPYTER_ARGS)
 
+# Run one notebook headless (its settings from LR_* environment variables, see its config cell);
+# the executed copy, with outputs, goes to work/notebooks/ and the committed notebook stays clean.
+NB ?= notebooks/01_quickstart.ipynb
+run-notebook: $(NOTEBOOKS)
+	$(BIN)/jupyter nbconvert --to notebook --execute "$(NB)" --output-dir work/notebooks \
+		--ExecutePreprocessor.timeout=3600
+
 # The benchmark suite: results in benchmarks/results/*.json, the table in docs/benchmarks.md regenerated
 # from them (the performance suite: under 30 min on 2 cores). BENCHMARK_ARGS=--quick for a run of
 # seconds per benchmark, --all to add the method studies, or names: "verify projection".
@@ -92,6 +99,11 @@ benchmark: $(DEV)
 .PHONY: readme-numbers
 readme-numbers: $(CORE)
 	$(BIN)/python benchmarks/readme_numbers.py
+
+# docs/own_photos_search.jpg (README's own-photos picture) from `index` + `search` on ../shared/data
+.PHONY: readme-pictures
+readme-pictures: $(CORE)
+	$(BIN)/python benchmarks/readme_pictures.py
 
 # Rewrite the generated docs that take seconds: docs/presets.md (between <!-- presets:start/end -->)
 # from PRESETS; tests/test_readme.py checks that it is current. (The benchmark and method tables
