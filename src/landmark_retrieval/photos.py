@@ -167,22 +167,24 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
             raise ValueError(f"{folder} holds no image files (.jpg, .png, .webp, .tif, ...)")
         dataset = collection_dataset(folder, index=index)
         before = _stored_ids(work, "index")
+        extracted = before | _stored_ids(work, "index", local=True)  # an interrupted run's too
         extract(conf, dataset, work, backend=backend)
         after = _stored_ids(work, "index")
         failures = _failures(work, "index")
         failed = [{"path": str(index[i].relative_to(folder).as_posix()), "error": failures[i]}
                   for i in index if i in failures]
         return IndexSummary(str(folder), str(work), len([i for i in index if i in after]),
-                            len([i for i in index if i in after and i not in before]),
+                            len([i for i in index if i in after and i not in extracted]),
                             len([i for i in before if i not in index]), failed)
 
 
-def _stored_ids(work: Path, split: str) -> set:
+def _stored_ids(work: Path, split: str, local: bool = False) -> set:
+    """Ids with a global descriptor (or, with ``local``, local features) in the store of ``split``."""
     directory = feature_dir(work, split)
     if not directory.exists():
         return set()
     with FeatureStore(directory) as store:
-        return set(store.global_ids)
+        return set(store.local_ids if local else store.global_ids)
 
 
 def _failures(work: Path, split: str) -> Dict[str, str]:
