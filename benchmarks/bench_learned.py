@@ -51,6 +51,7 @@ def variants(local: List[str], max_side: int, keypoints: int, cnn: Path) -> Dict
     f_geometry = {"geometry": "fundamental", "max_reprojection_error": 2.0}
     out: Dict[str, Dict[str, Any]] = {
         "classical-best": {},
+        "classical-best asmk": {"retrieve": {"index": "asmk"}},  # ASMK* retrieval over the same RootSIFT
         "cnn + sift nn H": {"extract": {"backend": "ensemble", "embedding": cnn_embedding,
                                         "ensemble": {"members": [cnn_member], "local": "sift"}}},
     }

@@ -6,6 +6,8 @@ Datasets:
 
 * ``GLR photos``: the GLR2020-layout set built from ``../shared/data/groups.csv`` (63 train
   images of 24 landmarks; 34 test images with a landmark, 38 distractors; skipped when absent);
+* ``validation``: a validation split of the GLR photos' train part (30 % of the kept landmarks'
+  images become test images, 30 % of the landmarks distractors; seed 0; never the test labels);
 * ``demo``: the embedded demo dataset (``landmark_retrieval.demo``; synthetic views of 13
   photographs, 40 test images of which 12 are distractors).
 
@@ -39,7 +41,7 @@ from typing import Any, Dict, List, Optional, Sequence, Tuple
 
 from suite import METHODS_DOC, REPO, machine_info, update_benchmark_table, update_methods_table, write_result
 
-GLR, DEMO = "GLR photos", "demo"
+GLR, VAL, DEMO = "GLR photos", "validation", "demo"
 
 
 def summary_rows(rows: List[Dict[str, Any]]) -> List[Tuple[str, str]]:
@@ -83,6 +85,7 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     from landmark_retrieval.demo import build_demo_dataset
     from landmark_retrieval.io.dataset import Dataset, load_dataset
     from landmark_retrieval.io.progress import set_progress
+    from landmark_retrieval.split import make_validation_split
     from landmark_retrieval.testing.groups import build_glr_from_groups
 
     set_progress(False)
@@ -95,7 +98,11 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         root.mkdir(parents=True, exist_ok=True)
         datasets: Dict[str, Dataset] = {}  # loaded once
         if not args.quick and (args.photos / "groups.csv").is_file():
-            datasets[GLR] = load_dataset(build_glr_from_groups(args.photos, root / "data-glr"))
+            groups = build_glr_from_groups(args.photos, root / "data-glr")
+            datasets[GLR] = load_dataset(groups)
+            # a validation split of its train part (never the test labels), as the presets were chosen on
+            make_validation_split(groups, root / "data-val", fraction=0.3, distractor_landmarks=0.3, seed=0)
+            datasets[VAL] = load_dataset(root / "data-val")
         elif not args.quick:
             print(f"no groups.csv in {args.photos}: the real-photo dataset is left out", file=sys.stderr)
         datasets[DEMO] = load_dataset(build_demo_dataset(root / "data-demo"))

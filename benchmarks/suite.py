@@ -75,6 +75,7 @@ BENCHMARKS: Dict[str, Benchmark] = {
     "estimators": Benchmark("bench_estimators.py", study=True),
     "methods": Benchmark("bench_methods.py", study=True),  # also writes the method table (its own block)
     "learned": Benchmark("bench_learned.py", study=True),  # learned local features + LightGlue: ~40 min
+    "global": Benchmark("bench_global.py", study=True),  # global descriptors, recall@k: ~30 min
 }
 #: the performance suite (``make benchmark``); the others are method studies
 SUITE = [name for name, bench in BENCHMARKS.items() if not bench.study]

@@ -56,7 +56,8 @@ def test_format_bytes():
 def test_table_rows_skips_and_global_only_methods():
     rows = [
         Row("a", "d1", "ok", global_="VLAD", local="RootSIFT", global_gap=0.5, verified_gap=0.75, global_map100=0.25,
-            verified_map100=1.0, extract_ms=12.4, global_bytes=16384, local_bytes=2048),
+            verified_map100=1.0, recall_at_1=0.75, recall_at_10=1.0, extract_ms=12.4, global_bytes=16384,
+            local_bytes=2048),
         Row("a", "d2", "failed", reason="boom"),
         Row("g", "d1", "ok", global_="colour", local="none", note="cheap", global_gap=0.1, global_map100=0.2,
             extract_ms=1.0, global_bytes=2048, local_bytes=4096),  # local features stored but not used
@@ -64,11 +65,12 @@ def test_table_rows_skips_and_global_only_methods():
         Row("s", "d2", "skipped", reason="KeyError: no option x"),
     ]
     assert format_table(rows).splitlines() == [
-        "| method | global descriptor | local features | d1 GAP | d1 mAP@100 | d1 ms / image | d1 bytes / image "
-        "| d2 GAP | d2 mAP@100 | d2 ms / image | d2 bytes / image |",
-        "|---|---|---|---|---|---|---|---|---|---|---|",
-        "| `a` | VLAD | RootSIFT | 0.500 → 0.750 | 0.250 → 1.000 | 12 | 16.0 KB + 2.0 KB | failed |  |  |  |",
-        "| `g` (cheap) | colour | none | 0.100 | 0.200 | 1 | 2.0 KB |  |  |  |  |",
+        "| method | global descriptor | local features | d1 GAP | d1 mAP@100 | d1 recall@1 / @10 | d1 ms / image "
+        "| d1 bytes / image | d2 GAP | d2 mAP@100 | d2 recall@1 / @10 | d2 ms / image | d2 bytes / image |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "| `a` | VLAD | RootSIFT | 0.500 → 0.750 | 0.250 → 1.000 | 0.75 / 1.00 | 12 | 16.0 KB + 2.0 KB | failed |  |  "
+        "|  |  |",
+        "| `g` (cheap) | colour | none | 0.100 | 0.200 |  | 1 | 2.0 KB |  |  |  |  |  |",
         "",
         "Not run here:",
         "* `s`: skipped (KeyError: no option x)",

@@ -74,6 +74,7 @@ class Method:
 _ENS = 'extract.ensemble.members=[{{"backend": "embedding", "model_path": "{{model}}"{extra}}}]'
 _TINY = ("extract.embedding.input_size=224",)
 _NSFW = ("extract.embedding.scaling=caffe", "extract.embedding.channel_order=BGR")
+_EFFNET = ("extract.embedding.resize=fit", "extract.embedding.input_size=512")
 
 #: every method compared, one line each (name, global descriptor, local features, preset, overrides, ...)
 METHODS: Dict[str, Method] = {m.name: m for m in (
@@ -82,6 +83,7 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("colour+sift", "colour histogram", "RootSIFT", "demo", ("extract.global_descriptor=colour",)),
     Method("bow+sift", "BoW tf-idf", "RootSIFT", "demo", ("extract.global_descriptor=bow",)),
     Method("vlad+sift", "VLAD", "RootSIFT", "demo", (), quick=True),
+    Method("asmk+sift", "ASMK* (RootSIFT, 1024 words)", "RootSIFT", "demo", ("retrieve.index=asmk",), quick=True),
     Method("fisher+sift", "Fisher vector", "RootSIFT", "demo", ("extract.global_descriptor=fisher",)),
     Method("vlad+orb", "VLAD", "ORB", "demo", ("extract.backend=orb",), quick=True),
     Method("bow+orb", "BoW tf-idf", "ORB", "demo", ("extract.backend=orb", "extract.global_descriptor=bow")),
@@ -102,6 +104,8 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("resnet-nsfw+orb", "ResNet-50 ImageNet (open_nsfw), 1024-d", "ORB", "demo",
            ("extract.backend=ensemble", _ENS.format(extra=""), "extract.ensemble.local=orb", *_NSFW),
            model="open-nsfw"),
+    Method("learned-fast", "VLAD (XFeat)", "XFeat, mutual NN, F-matrix", "learned-fast", (), quick=True),
+    Method("learned-best", "VLAD (ALIKED)", "ALIKED + LightGlue, F-matrix", "learned-best", ()),
     Method("vlad+xfeat lightglue", "VLAD (XFeat)", "XFeat + LighterGlue", "demo",
            ("extract.backend=xfeat", "verify.matcher=lightglue")),
     Method("vlad+aliked lightglue", "VLAD (ALIKED)", "ALIKED + LightGlue", "demo",
@@ -114,6 +118,18 @@ METHODS: Dict[str, Method] = {m.name: m for m in (
     Method("resnet-nsfw+aliked lightglue", "ResNet-50 ImageNet (open_nsfw), 1024-d", "ALIKED + LightGlue", "demo",
            ("extract.backend=ensemble", _ENS.format(extra=""), "extract.ensemble.local=aliked",
             "verify.matcher=lightglue", *_NSFW), model="open-nsfw"),
+    Method("effnet-lite2", "EfficientNet-Lite2 ImageNet, GeM, 1280-d", "none", "embedding",
+           ("extract.backend=embedding", "extract.model_path=efficientnet-lite2", *_EFFNET)),
+    Method("effnet-lite2+sift", "EfficientNet-Lite2 ImageNet, GeM, 1280-d", "RootSIFT", "demo",
+           ("extract.backend=ensemble", _ENS.replace("{{model}}", "efficientnet-lite2").format(extra=""),
+            "extract.ensemble.local=sift", *_EFFNET)),
+    Method("effnet-lite2+asmk fused+sift", "EfficientNet-Lite2 x0.03 + ASMK* (RootSIFT)", "RootSIFT", "demo",
+           ("extract.backend=ensemble", _ENS.replace("{{model}}", "efficientnet-lite2").format(extra=""),
+            "extract.ensemble.local=sift", *_EFFNET, "retrieve.index=asmk", "retrieve.asmk.global_weight=0.03")),
+    Method("effnet-lite2+aliked lightglue", "EfficientNet-Lite2 ImageNet, GeM, 1280-d", "ALIKED + LightGlue, F",
+           "demo", ("extract.backend=ensemble", _ENS.replace("{{model}}", "efficientnet-lite2").format(extra=""),
+                    "extract.ensemble.local=aliked", "verify.matcher=lightglue", "verify.geometry=fundamental",
+                    "verify.max_reprojection_error=2.0", *_EFFNET)),
     Method("tiny-cnn", "random 2-layer CNN, 32-d", "none", "embedding",
            ("extract.backend=embedding", "extract.model_path={model}", *_TINY), model="tiny-onnx",
            note="random weights: cost only"),
@@ -216,6 +232,8 @@ class Row:
     verified_gap: Optional[float] = None
     global_map100: Optional[float] = None
     verified_map100: Optional[float] = None
+    recall_at_1: Optional[float] = None  # a correct image first in the global ranking (share of queries)
+    recall_at_10: Optional[float] = None  # ... among the first 10
     extract_ms: Optional[float] = None  # per image (database + test)
     verify_ms: Optional[float] = None  # per test image
     global_bytes: Optional[float] = None  # one global descriptor, as stored
@@ -281,8 +299,8 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
     (work / "config.json").unlink(missing_ok=True)  # this directory is ours: no "settings changed" warning
     try:
         result = run(conf, dataset, work, out=work / "submission.csv", overwrite=True)
-    except ImportError as exc:  # e.g. onnxruntime or TensorFlow missing when the backend loads
-        if not _missing_dependency(exc):
+    except (ImportError, MissingDependencyError) as exc:  # e.g. onnxruntime, TensorFlow or torch missing
+        if isinstance(exc, ImportError) and not _missing_dependency(exc):
             raise
         row.status, row.reason = "skipped", _skip_reason(exc)
         logger.info("Method %s skipped: %s", m.name, row.reason)
@@ -313,6 +331,7 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
     metrics = result.metrics or {}
     verified = conf.verify.enabled and n_local > 0
     row.global_gap, row.global_map100 = metrics.get("global_gap"), metrics.get("global_map100")
+    row.recall_at_1, row.recall_at_10 = metrics.get("recall_at_1"), metrics.get("recall_at_10")
     if verified:
         row.verified_gap, row.verified_map100 = metrics.get("verified_gap"), metrics.get("verified_map100")
     row.extra = {"timings_s": {k: round(v, 3) for k, v in result.timings.items()}, "work": work.name,
@@ -358,14 +377,14 @@ def _score(a: Optional[float], b: Optional[float]) -> str:
 
 def format_table(rows: Sequence[Row], datasets: Optional[Sequence[str]] = None) -> str:
     """A markdown table: one line per method, per dataset GAP and mAP@100 (global → verified),
-    extraction ms per image, and bytes per image (global + local) as stored; skipped methods are
-    listed below it with their reason."""
+    recall@1 and @10 of the global ranking, extraction ms per image, and bytes per image (global +
+    local) as stored; skipped methods are listed below it with their reason."""
     datasets = list(datasets or dict.fromkeys(r.dataset for r in rows))
     by = {(r.method, r.dataset): r for r in rows}
     methods = list(dict.fromkeys(r.method for r in rows))
     head = ["method", "global descriptor", "local features"]
     for d in datasets:
-        head += [f"{d} GAP", f"{d} mAP@100", f"{d} ms / image", f"{d} bytes / image"]
+        head += [f"{d} GAP", f"{d} mAP@100", f"{d} recall@1 / @10", f"{d} ms / image", f"{d} bytes / image"]
     lines = ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
     skipped: List[str] = []
     for name in methods:
@@ -381,11 +400,13 @@ def format_table(rows: Sequence[Row], datasets: Optional[Sequence[str]] = None) 
         for d in datasets:
             r = by.get((name, d))
             if r is None or r.status != "ok":
-                line += [r.status if r else "", "", "", ""]
+                line += [r.status if r else "", "", "", "", ""]
                 continue
             used_local = r.local_bytes and r.verified_gap is not None  # stored but unused when not verifying
             size = format_bytes(r.global_bytes) + (f" + {format_bytes(r.local_bytes)}" if used_local else "")
-            line += [_score(r.global_gap, r.verified_gap), _score(r.global_map100, r.verified_map100),
+            recall = (f"{r.recall_at_1:.2f} / {r.recall_at_10:.2f}" if r.recall_at_1 is not None
+                      and r.recall_at_10 is not None else "")
+            line += [_score(r.global_gap, r.verified_gap), _score(r.global_map100, r.verified_map100), recall,
                      f"{r.extract_ms:.0f}" if r.extract_ms is not None else "", size]
         lines.append("| " + " | ".join(line) + " |")
     if skipped:
@@ -407,6 +428,7 @@ def rows_frame(rows: Sequence[Row]):
     import pandas as pd
 
     cols = ["method", "dataset", "status", "global_gap", "verified_gap", "global_map100", "verified_map100",
+            "recall_at_1", "recall_at_10",
             "extract_ms", "verify_ms", "global_bytes", "local_bytes", "keypoints", "reason"]
     return pd.DataFrame([{c: r.to_dict()[c] for c in cols} for r in rows], columns=cols)
 
