@@ -13,41 +13,51 @@ early and improves it while time is left:
    (``run.checkpoint_every``) and at the end.
 
 After the first images of extraction the run logs its plan: the time of every step, estimated
-from the measured images per second (and the machine's measured float32 speed for retrieval and
-verification), and a warning when it does not fit. When extraction cannot finish in time it
-stops, and the submission is predicted from the images extracted by then (in
-``WORK/provisional/``: the work directory stays an ordinary resumable run). A later run (with more
-time) continues where this one stopped and ends with the submission an unbudgeted run writes.
+from the measured images per second (and the machine's measured float32, k-means and
+element-wise speeds for the codebook, retrieval and verification), and a warning when it does not
+fit. When extraction cannot finish in time it stops, and the submission is predicted from the
+images extracted by then (in ``WORK/provisional/``: the work directory stays an ordinary resumable
+run): test images with features get a prediction, the others an empty row. Extraction stops when
+only the time to predict from *the images extracted so far* is left (re-estimated after every
+image), and while the test images are extracted, up to a quarter of the extraction time is kept
+for the database (:data:`DB_SHARE`): without database images nothing can be predicted. A later
+run (with more time) continues where this one stopped and ends with the submission an unbudgeted
+run writes.
 
 Steps stop at safe points only: an observer of the progress bars (see
 :func:`landmark_retrieval.io.progress.observe_progress`) raises :class:`BudgetExhausted` after an
 image is stored or a test image is verified, which the steps handle like Ctrl-C (the current
 shard is completed, finished verifications are kept). Retrieval, the codebook and predicting are
-never stopped: the plan keeps time for them before the deadline, plus a safety margin
-(2 % of the budget, 0.5 s to 10 min).
+never stopped: the plan keeps time for them (1.5 times their estimate) before the deadline, plus a
+safety margin (2 % of the budget, 0.5 s to 10 min).
 """
 from __future__ import annotations
 
 import contextlib
 import logging
 import os
-import re
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple, Union
 
+import numpy as np
+
+from .backends.codebook import kmeans as codebook_kmeans
 from .config import parse_duration
 
-if TYPE_CHECKING:  # no import cycle: config imports parse_duration from here
+if TYPE_CHECKING:
     from .backends.base import Backend
     from .config import Config
     from .io.dataset import Dataset
 
 logger = logging.getLogger("landmark_retrieval")
 
-
-_UNIT = {"d": 86400.0, "h": 3600.0, "m": 60.0, "s": 1.0}
-_PART = re.compile(r"\s*(\d+(?:\.\d*)?|\.\d+)\s*(d|h|m|s|)\s*", re.IGNORECASE)
+#: share of the extraction time kept for the database while test images are extracted
+DB_SHARE = 0.25
+#: passes over the descriptors of a codebook fit: 25 k-means iterations and the k-means++ start
+KMEANS_PASSES = 26
+#: seconds per image of encoding a global descriptor besides its arithmetic (reading, writing)
+ENCODE_OVERHEAD = 0.002
 
 
 def format_duration(seconds: float) -> str:
@@ -91,11 +101,40 @@ class _Rate:
         return (self.t - self.t0) / self.done
 
 
+def measure_kmeans(rows: int = 2000, dim: int = 128, words: int = 32, iterations: int = 5,
+                   repeats: int = 3) -> float:
+    """Seconds per descriptor x word x dimension x pass of this machine's k-means (the codebook
+    fit's :func:`~landmark_retrieval.backends.codebook.kmeans`): the best of ``repeats`` small
+    fits on random rows, which run every iteration (a slight over-estimate: real descriptors
+    often converge earlier, and a small fit pays its fixed costs over fewer rows)."""
+    x = np.random.default_rng(0).standard_normal((rows, dim)).astype(np.float32)
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        t0 = time.perf_counter()
+        codebook_kmeans(x, words, 0, iterations=iterations)
+        best = min(best, time.perf_counter() - t0)
+    return best / (rows * words * dim * (iterations + 1))
+
+
+def measure_scatter(rows: int = 500, dim: int = 128, words: int = 32, repeats: int = 3) -> float:
+    """Seconds per descriptor value of element-wise numpy work as in a VLAD encoding (residuals
+    summed per word with ``np.add.at``): the best of ``repeats`` runs."""
+    rng = np.random.default_rng(0)
+    x = rng.standard_normal((rows, dim)).astype(np.float32)
+    words_of = rng.integers(0, words, rows)
+    centres = rng.standard_normal((words, dim)).astype(np.float32)
+    best = float("inf")
+    for _ in range(max(1, repeats)):
+        out = np.zeros((words, dim), np.float32)
+        t0 = time.perf_counter()
+        np.add.at(out, words_of, x - centres[words_of])
+        best = min(best, time.perf_counter() - t0)
+    return best / (rows * dim)
+
+
 def measure_flops(size: int = 384, seconds: float = 0.05) -> float:
     """float32 operations per second of this machine's numpy matrix product: the best of the
     products run in ``seconds`` (after a warm-up that starts the BLAS threads)."""
-    import numpy as np
-
     a = np.random.default_rng(0).standard_normal((size, size)).astype(np.float32)
     a @ a
     best, start = float("inf"), time.perf_counter()
@@ -118,12 +157,18 @@ class Budget:
         flops: float32 operations per second used to estimate retrieval and verification
             (default: measured once).
         safety: seconds kept free before the deadline (default 2 % of the budget, 0.5 s to 10 min).
+        kmeans: seconds per descriptor x word x dimension x pass of a codebook fit (default:
+            measured once, see :func:`measure_kmeans`; ``2 / flops`` when ``flops`` is given).
+        scatter: seconds per descriptor value of a global descriptor's encoding (default:
+            measured once, see :func:`measure_scatter`; ``1 / flops`` when ``flops`` is given).
+
+    A budget made with a fixed ``flops`` (tests, reproducible plans) measures nothing.
     """
 
     MIN_ITEMS = 10  # items of a bar before its throughput counts as measured
 
     def __init__(self, seconds: float, clock: Callable[[], float] = time.monotonic, flops: Optional[float] = None,
-                 safety: Optional[float] = None):
+                 safety: Optional[float] = None, kmeans: Optional[float] = None, scatter: Optional[float] = None):
         parsed = parse_duration(seconds)
         if parsed is None:
             raise ValueError("Budget: expected a positive time, got none")
@@ -133,8 +178,11 @@ class Budget:
         self.deadline = self.start + self.seconds
         self.safety = float(safety) if safety is not None else min(600.0, max(0.5, 0.02 * self.seconds))
         self._flops = flops
+        fixed = flops is not None
+        self._kmeans = kmeans if kmeans is not None else (2.0 / flops if fixed else None)
+        self._scatter = scatter if scatter is not None else (1.0 / flops if fixed else None)
         self.rates: Dict[str, _Rate] = {}
-        self._stop: Optional[Tuple[str, float]] = None
+        self._stop: Optional[Tuple[str, Union[float, Callable[[], float]]]] = None
         #: called with the bar's description when a bar's throughput is first measured
         self.on_measured: Optional[Callable[[str], None]] = None
 
@@ -153,6 +201,20 @@ class Budget:
         if self._flops is None:
             self._flops = measure_flops()
         return self._flops
+
+    @property
+    def kmeans(self) -> float:
+        """Seconds per descriptor x word x dimension x pass of a codebook fit."""
+        if self._kmeans is None:
+            self._kmeans = measure_kmeans()
+        return self._kmeans
+
+    @property
+    def scatter(self) -> float:
+        """Seconds per descriptor value of encoding a global descriptor (element-wise work)."""
+        if self._scatter is None:
+            self._scatter = measure_scatter()
+        return self._scatter
 
     def seconds_per(self, desc: str) -> Optional[float]:
         """Measured seconds per item of the bars named ``desc`` (None before MIN_ITEMS)."""
@@ -173,19 +235,23 @@ class Budget:
                 if self.on_measured is not None:
                     self.on_measured(desc)
         stop = self._stop
-        if stop is not None and desc.startswith(stop[0]) and t >= stop[1]:
-            raise BudgetExhausted(desc)
+        if stop is not None and desc.startswith(stop[0]):
+            until = stop[1]() if callable(stop[1]) else stop[1]
+            if t >= until:
+                raise BudgetExhausted(desc)
 
     @contextlib.contextmanager
-    def stoppable(self, prefix: str, until: float) -> Iterator[None]:
-        """Inside this block, bars whose description starts with ``prefix`` stop at ``until``."""
+    def stoppable(self, prefix: str, until: Union[float, Callable[[], float]]) -> Iterator[None]:
+        """Inside this block, bars whose description starts with ``prefix`` stop at ``until``
+        (a time of :attr:`clock`, or a function that gives it: asked again at every item)."""
         previous, self._stop = self._stop, (prefix, until)
         try:
             yield
         finally:
             self._stop = previous
 
-    def run(self, prefix: str, until: float, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Tuple[bool, Any]:
+    def run(self, prefix: str, until: Union[float, Callable[[], float]], fn: Callable[..., Any], *args: Any,
+            **kwargs: Any) -> Tuple[bool, Any]:
         """``fn(*args, **kwargs)``, stopped at ``until`` (see :meth:`stoppable`).
 
         Returns:
@@ -224,17 +290,31 @@ class RunPlan:
     splits: Sequence[str]  # extraction order
     deferred: bool  # database local features only for re-ranking candidates
     todo: Dict[str, int] = field(default_factory=dict)  # images left per split, when known
+    stored: Dict[str, int] = field(default_factory=dict)  # images stored per split when the run began
+    #: when extraction started (clock time; default: the budget's start)
+    extraction_start: Optional[float] = None
+    _sizes: Dict[str, int] = field(default_factory=dict, repr=False)
 
     # -- numbers --------------------------------------------------------------------------------
+    def _size(self, split: str) -> int:
+        """Images of a split (counted once: the plan is asked at every extracted image)."""
+        if split not in self._sizes:
+            self._sizes[split] = len(self.dataset.ids(split))
+        return self._sizes[split]
+
     def _images(self, split: str) -> int:
         """Images of a split still to extract: 0 once done, what its bar has left while it runs,
-        else all of them (an upper bound: a resumed run has done some)."""
+        else those not :attr:`stored` yet."""
         if split in self.todo:
             return self.todo[split]
         rate = self.budget.rates.get(f"extract {split}")
         if rate is not None and rate.total is not None:
             return max(0, rate.total - rate.done)
-        return len(self.dataset.ids(split))
+        return max(0, self._size(split) - self.stored.get(split, 0))
+
+    def extracted(self, split: str) -> int:
+        """Images of a split extracted so far (by this run or, per :attr:`stored`, before it)."""
+        return max(0, self._size(split) - self._images(split))
 
     def _local(self) -> Tuple[int, int]:
         """Local features per image and their dimension (as aggregated: ORB's 32 bytes are 256 bits)."""
@@ -260,20 +340,30 @@ class RunPlan:
             rate = max(measured) if measured else None
         return rate
 
-    def aggregate_seconds(self) -> float:
+    def aggregate_seconds(self, db_images: Optional[int] = None, images: Optional[int] = None) -> float:
+        """Fitting the codebook on ``db_images`` database images and encoding ``images`` images
+        (default: all of them): k-means at the measured k-means speed, encoding at the measured
+        float32 and element-wise speeds, plus reading and writing."""
         agg = self.backend.aggregator
         if agg is None:
             return 0.0
         kp, dim = self._local()
-        n = self._images(self.dataset.db_split) + len(self.dataset.test_ids)
-        sample = min(len(self.dataset.ids(self.dataset.db_split)) * kp, 2 * int(getattr(agg, "max_training", 200_000)))
+        db = self.dataset.db_split
+        db_images = self._size(db) if db_images is None else db_images
+        images = sum(self._size(s) for s in dict.fromkeys([*self.splits, db])) if images is None else images
+        if db_images <= 0:
+            return 0.0  # nothing to fit a codebook on: no submission from a codebook
+        rows = min(db_images * kp, int(getattr(agg, "max_training", 200_000)))
         words = int(getattr(agg, "num_words", 64))
-        fit = 400.0 * sample * words * dim / self.budget.flops  # OpenCV k-means, 25 iterations: ~1/16 of BLAS speed
-        encode = n * (kp * words * dim * 2.0 / self.budget.flops + 0.002)  # + reading the descriptors
+        fit = KMEANS_PASSES * rows * words * dim * self.budget.kmeans
+        encode = images * (kp * words * dim * 2.0 / self.budget.flops + kp * dim * self.budget.scatter
+                           + ENCODE_OVERHEAD)
         return fit + encode
 
-    def retrieve_seconds(self) -> float:
-        q, n = len(self.dataset.test_ids), len(self.dataset.ids(self.dataset.db_split))
+    def retrieve_seconds(self, queries: Optional[int] = None, db_images: Optional[int] = None) -> float:
+        """Retrieval of ``queries`` test images among ``db_images`` (default: all of them)."""
+        q = len(self.dataset.test_ids) if queries is None else queries
+        n = self._size(self.dataset.db_split) if db_images is None else db_images
         dim = self._global_dim()
         return 0.05 + 2.0 * q * n * dim / self.budget.flops + q * n * 1e-8 + n * dim * 4 / 5e8  # + top-k, reading
 
@@ -281,9 +371,15 @@ class RunPlan:
         """Predicting and writing the submission."""
         return 0.05 + 2e-4 * len(self.dataset.test_ids)
 
-    def finish_seconds(self) -> float:
-        """What follows extraction before the global-only submission exists."""
-        return self.aggregate_seconds() + self.retrieve_seconds() + self.submit_seconds()
+    def finish_seconds(self, extracted: bool = False) -> float:
+        """What follows extraction before the global-only submission exists: for every image, or
+        (``extracted``) for the images extracted so far, should extraction stop now."""
+        if not extracted:
+            return self.aggregate_seconds() + self.retrieve_seconds() + self.submit_seconds()
+        db = self.dataset.db_split
+        n_db, n_test = self.extracted(db), self.extracted("test")
+        images = sum(self.extracted(s) for s in dict.fromkeys([*self.splits, db]))
+        return self.aggregate_seconds(n_db, images) + self.retrieve_seconds(n_test, n_db) + self.submit_seconds()
 
     def verify_seconds(self) -> Tuple[Optional[float], Optional[float]]:
         """Candidate local features (None when not deferred or not measured) and verification."""
@@ -292,7 +388,7 @@ class RunPlan:
         candidates = None
         if self.deferred:
             rate = self.extract_rate("test")
-            n = min(len(self.dataset.ids(self.dataset.db_split)), q * r)
+            n = min(self._size(self.dataset.db_split), q * r)
             candidates = n * rate if rate is not None else None
         measured = self.budget.seconds_per("verify")
         workers = self.conf.verify.num_workers or (os.cpu_count() or 1)
@@ -301,10 +397,28 @@ class RunPlan:
         return candidates, verify
 
     # -- stop times -----------------------------------------------------------------------------
-    def extraction_stop(self) -> float:
-        """When extraction must stop so that the global-only submission is written in time."""
+    def _db_reserve(self, split: Optional[str], stop: float) -> float:
+        """Seconds kept for the database's images while ``split`` is extracted before them: the
+        time they need at the measured rate, at most :data:`DB_SHARE` of the extraction time."""
+        db = self.dataset.db_split
+        order = list(self.splits)
+        if split is None or split == db or db not in order or split not in order or \
+                order.index(split) > order.index(db):
+            return 0.0
+        rate = self.extract_rate(db)
+        if rate is None:
+            return 0.0
+        start = self.extraction_start if self.extraction_start is not None else self.budget.start
+        return min(self._images(db) * rate, DB_SHARE * max(0.0, stop - start))
+
+    def extraction_stop(self, split: Optional[str] = None) -> float:
+        """When extraction (of ``split``) must stop so that a submission is written in time: the
+        deadline, less the safety margin, 1.5 times what predicting from the images extracted so
+        far takes, and (before the database) the time kept for the database's images. Asked at
+        every extracted image: it moves earlier as images are added."""
         b = self.budget
-        return b.deadline - b.safety - 1.5 * self.finish_seconds()
+        stop = b.deadline - b.safety - 1.5 * self.finish_seconds(extracted=True)
+        return stop - self._db_reserve(split, stop)
 
     def optional_stop(self) -> float:
         """When candidate extraction and verification must stop."""
@@ -344,11 +458,17 @@ class RunPlan:
         if required > left:
             extraction = [s for s in steps if s.name.startswith("extract ") and s.required]
             available = left - sum(s.seconds or 0.0 for s in steps if s.required and s not in extraction)
+            db = next((s for s in extraction if s.name == f"extract {self.dataset.db_split}"), None)
             where = "before extraction starts"
             for s in extraction:
-                if s.seconds is not None and available < s.seconds:
-                    share = max(0.0, available) / s.seconds if s.seconds else 0.0
+                keep = 0.0  # kept for the database while the splits before it are extracted
+                if db is not None and db.seconds and extraction.index(s) < extraction.index(db):
+                    keep = min(db.seconds, DB_SHARE * max(0.0, available))
+                if s.seconds is not None and available - keep < s.seconds:
+                    share = max(0.0, available - keep) / s.seconds if s.seconds else 0.0
                     where = f"at about {share:.0%} of {s.name[len('extract '):]}"
+                    if keep and db is not None and db.seconds:
+                        where += f" and {min(1.0, keep / db.seconds):.0%} of {db.name[len('extract '):]}"
                     break
                 available -= s.seconds or 0.0
             return line, (f"the required steps need {format_duration(required)} but {format_duration(max(0.0, left))}"

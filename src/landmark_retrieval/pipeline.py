@@ -8,6 +8,7 @@ artifacts of a run that is given enough time are the same either way.
 from __future__ import annotations
 
 import copy
+import functools
 import json
 import logging
 import shutil
@@ -189,13 +190,24 @@ def _empty_submission(dataset: Dataset, out: Path) -> Path:
     return write_submission({}, dataset.test_ids, out)
 
 
+def _stored(work: Path, split: str) -> int:
+    """Images of a split with features or a recorded failure in ``work``."""
+    with FeatureStore(feature_dir(work, split)) as store:
+        return len(set(store.global_ids) | set(store.local_ids) | set(store.failures))
+
+
 def _count_done(work: Path, splits: List[str], dataset: Dataset) -> str:
     parts = []
     for split in splits:
-        with FeatureStore(feature_dir(work, split)) as store:
-            done = len(set(store.global_ids) | set(store.local_ids) | set(store.failures))
-        parts.append(f"{min(done, len(dataset.ids(split)))} of {len(dataset.ids(split))} {split}")
+        total = len(dataset.ids(split))
+        parts.append(f"{min(_stored(work, split), total)} of {total} {split}")
     return ", ".join(parts)
+
+
+def _predicted(path: Path, dataset: Dataset) -> int:
+    """Test images with a prediction in the submission at ``path``."""
+    rows = read_retrieval_submission(path) if dataset.task == "retrieval" else read_submission(path)
+    return sum(1 for value in rows.values() if value)
 
 
 def _provisional_submission(conf: Config, dataset: Dataset, work: Path, out: Path,
@@ -221,6 +233,12 @@ def _provisional_submission(conf: Config, dataset: Dataset, work: Path, out: Pat
             write_meta(dst, meta)
     conf_g = _global_only(conf)
     conf_g.retrieve.label_aware = False
+    for split in (db, "test"):
+        with FeatureStore(feature_dir(scratch, split)) as store:
+            usable = store.local_ids if aggregating else store.global_ids
+        if not usable:
+            logger.info("Time budget: nothing to predict from yet (no %s image has features)", split)
+            return _empty_submission(dataset, out), False
     try:
         if aggregating:
             stores = {s: FeatureStore(feature_dir(scratch, s)) for s in (db, "test")}
@@ -252,7 +270,8 @@ def _run_budgeted(conf: Config, dataset: Dataset, work: Path, out: Path, overwri
     db = dataset.db_split
     splits = ["test", db] + [s for s in dataset_splits(conf, dataset) if s not in ("test", db)]
     deferred = conf.verify.enabled and train_local_deferred(conf, backend)
-    plan = RunPlan(conf, dataset, backend, budget, splits, deferred)
+    plan = RunPlan(conf, dataset, backend, budget, splits, deferred,
+                   stored={split: _stored(work, split) for split in splits})
     logged: List[str] = []
 
     def on_measured(desc: str) -> None:
@@ -277,20 +296,34 @@ def _run_budgeted(conf: Config, dataset: Dataset, work: Path, out: Path, overwri
             timings[name] = timings.get(name, 0.0) + time.perf_counter() - t0
 
     with observe_progress(budget.observe):
-        for split in splits:  # test first: with the database's global descriptors, a submission
-            finished, _ = timed("extract", budget.run, "extract", plan.extraction_stop(), extract, conf, dataset, work,
-                                overwrite=overwrite, splits=(split,), backend=backend, aggregate=False, engine=engine)
-            if not finished:
-                write_failures(work, dataset)
-                what = _count_done(work, splits, dataset)
-                submission, predicted = timed("submit", _provisional_submission, conf, dataset, work, out, backend)
-                outcome = ("the submission is predicted from them, without verification" if predicted else
-                           "too few to predict from: the submission has an empty prediction for every test image")
-                note = f"extraction: stopped with {what} images extracted; {outcome} (run again with more time)"
-                logger.warning("Time budget %s: %s", budget, note)
-                skipped.append(note)
-                return submission, False
-            plan.todo[split] = 0
+        plan.extraction_start = budget.now()
+        pending = list(splits)  # test first: with the database's global descriptors, a submission
+        while pending:
+            split = pending.pop(0)
+            # the stop is asked again at every image: it follows the images extracted so far
+            finished, _ = timed("extract", budget.run, "extract", functools.partial(plan.extraction_stop, split),
+                                extract, conf, dataset, work, overwrite=overwrite, splits=(split,), backend=backend,
+                                aggregate=False, engine=engine)
+            if finished:
+                plan.todo[split] = 0
+                continue
+            if split != db and db in pending and budget.now() < plan.extraction_stop():
+                # stopped to keep time for the database (RunPlan.extraction_stop): it first, then the rest
+                logger.info("Time budget %s: %s images next, then more %s images while time is left",
+                            budget, db, split)
+                pending.insert(pending.index(db) + 1, split)
+                continue
+            write_failures(work, dataset)
+            what = _count_done(work, splits, dataset)
+            submission, predicted = timed("submit", _provisional_submission, conf, dataset, work, out, backend)
+            n_test = len(dataset.test_ids)
+            outcome = (f"the submission is predicted from them for {_predicted(submission, dataset)} of {n_test} "
+                       "test images (the others have an empty prediction), without verification" if predicted
+                       else "too few to predict from: the submission has an empty prediction for every test image")
+            note = f"extraction: stopped with {what} images extracted; {outcome} (run again with more time)"
+            logger.warning("Time budget %s: %s", budget, note)
+            skipped.append(note)
+            return submission, False
         if not logged:
             plan.log("(every image was extracted before)")
             logged.append("")

@@ -149,14 +149,14 @@ def verify(conf: Config, data: Union[str, Path, "Dataset", None], work: Union[st
         write_text_atomic(out, text)
     write_stamp(out, settings)
     todo = [t for t in tasks if t[0] not in done and t[1]]
-    with FeatureStore(feature_dir(work, retrieval.db_split)) as train:
+    with FeatureStore(feature_dir(work, retrieval.db_split)) as db:
         candidates = {c for _, cands in todo for c in cands}
-        missing = sum(1 for c in candidates if not train.has_local(c))
+        missing = sum(1 for c in candidates if not db.has_local(c))
     if missing:
         logger.warning(
-            "%d of %d candidate train images have no local features and get 0 inliers; with "
+            "%d of %d candidate %s images have no local features and get 0 inliers; with "
             "extract.train_local=candidates run `landmark-retrieval extract --candidates` (or `run`) first",
-            missing, len(candidates))
+            missing, len(candidates), retrieval.db_split)
     logger.info("Verifying %d candidates of %d test images (%d already done)",
                 vc.num_to_rerank, len(todo), len(done))
     if not todo:

@@ -85,10 +85,11 @@ def _db_labels(dataset: Dataset) -> Optional[Dict[str, int]]:
 
 
 def _local_features(store: FeatureStore, split: str, image_id: str):
-    """Stored local features, or a KeyError that says why a train image may have none."""
-    if split == "train" and not store.has_local(image_id):
+    """Stored local features, or a KeyError that says why a database (train or index) image may
+    have none."""
+    if split != "test" and not store.has_local(image_id):
         raise KeyError(
-            f"Train image {image_id!r} has no stored local features in {store.directory}. With "
+            f"{split.capitalize()} image {image_id!r} has no stored local features in {store.directory}. With "
             "extract.train_local=candidates (the Kaggle presets) only the re-ranking candidates of "
             "the test images have them: pick one of a test image's first verify.num_to_rerank "
             "neighbours (see neighbour_table)."
@@ -105,13 +106,24 @@ def _truth(dataset: Dataset, query_id: str) -> Optional[List[int]]:
     return dataset.solution.landmarks[query_id]
 
 
+def _relevant(dataset: Dataset, query_id: str) -> Optional[List[str]]:
+    """Relevant index ids of a test image in the retrieval task ([] = none), None without
+    ``solution.csv`` (or for the recognition task, see :func:`_truth`)."""
+    images = getattr(dataset.solution, "images", None)
+    if dataset.task != "retrieval" or images is None or query_id not in images:
+        return None
+    return list(images[query_id])
+
+
 def neighbour_table(data: DataArg, work: Union[str, Path], query_id: str,
                     conf: Optional[Config] = None) -> pd.DataFrame:
     """The candidates of one test image in re-ranked order, one row each.
 
-    Columns: ``rank`` (after re-ranking), ``retrieval_rank``, ``db_id``, ``landmark_id``,
-    ``global_score`` (cosine), ``num_matches`` (putative), ``inliers`` (DEGENSAC), ``total``
-    (the re-ranking score) and, with ``solution.csv``, ``correct``.
+    Columns: ``rank`` (after re-ranking), ``retrieval_rank``, ``db_id`` (a train image, or an
+    index image in the retrieval task), ``landmark_id`` (left out in the retrieval task unless
+    the run inferred the index images' landmarks: ``retrieve.label_aware``), ``global_score``
+    (cosine), ``num_matches`` (putative), ``inliers`` (DEGENSAC), ``total`` (the re-ranking score)
+    and, with ``solution.csv``, ``correct`` (the right landmark, or a relevant index image).
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
@@ -120,23 +132,28 @@ def neighbour_table(data: DataArg, work: Union[str, Path], query_id: str,
     _, ranking = predict_one(c, conf, verified=True)
     position = {db_id: i for i, db_id in enumerate(c.db_ids)}
     totals = total_scores(c.global_scores, c.inliers, conf.predict.max_inlier_score, conf.predict.global_weight)
-    truth = _truth(dataset, query_id)
+    truth, relevant = _truth(dataset, query_id), _relevant(dataset, query_id)
+    labelled = dataset.task != "retrieval" or bool((c.labels >= 0).any())  # index images: inferred labels only
     rows = []
     for rank, db_id in enumerate(ranking):
         i = position[db_id]
-        row = {
-            "rank": rank, "retrieval_rank": i, "db_id": db_id, "landmark_id": int(c.labels[i]),
+        row = {"rank": rank, "retrieval_rank": i, "db_id": db_id}
+        if labelled:
+            row["landmark_id"] = int(c.labels[i])
+        row.update({
             "global_score": float(c.global_scores[i]), "num_matches": int(c.num_matches[i]),
             "inliers": int(c.inliers[i]), "total": float(totals[i]) if i < n else float("nan"),
-        }
+        })
         if truth is not None:
             row["correct"] = int(c.labels[i]) in truth
+        elif relevant is not None:
+            row["correct"] = db_id in relevant
         rows.append(row)
     return pd.DataFrame(rows)
 
 
 def pick_pair(data: DataArg, work: Union[str, Path], conf: Optional[Config] = None) -> Tuple[str, str]:
-    """A (test id, train id) pair worth looking at: the verified pair with the most inliers.
+    """A (test id, database id) pair worth looking at: the verified pair with the most inliers.
 
     With ``solution.csv`` only correctly labelled neighbours count (when there are any).
     """
@@ -166,7 +183,7 @@ def pick_query(data: DataArg, work: Union[str, Path], conf: Optional[Config] = N
 
 def best_neighbour(data: DataArg, work: Union[str, Path], query_id: str,
                    conf: Optional[Config] = None) -> str:
-    """The train image ranked first after re-ranking (most inliers + cosine)."""
+    """The database (train or index) image ranked first after re-ranking (most inliers + cosine)."""
     dataset = _dataset(data)
     conf = _conf(work, conf)
     c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
@@ -182,26 +199,41 @@ def show_query(data: DataArg, work: Union[str, Path], query_id: str, conf: Optio
                num_neighbours: int = 5, dpi: int = 100) -> Figure:
     """A test image and its first ``num_neighbours`` neighbours after re-ranking.
 
-    Each neighbour is titled with its landmark id, cosine (global) score, DEGENSAC inliers and
-    total re-ranking score; with ``solution.csv`` it is framed green (right landmark) or red.
-    The query's title gives the prediction (and the true landmark when known).
+    Each neighbour is titled with its landmark id (the retrieval task: its index id, and its
+    inferred landmark when the run is label-aware), cosine (global) score, DEGENSAC inliers and
+    total re-ranking score; with ``solution.csv`` it is framed green (right landmark, or a
+    relevant index image) or red. The query's title gives the prediction (and the true landmark,
+    or the number of relevant index images, when known).
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
     table = neighbour_table(dataset, work, query_id, conf).head(max(1, int(num_neighbours)))
     c = query_candidates(dataset, work, query_id, conf.verify.num_to_rerank)
-    pred, _ = predict_one(c, conf, verified=True)
-    truth = _truth(dataset, query_id)
+    retrieval = dataset.task == "retrieval"
+    truth = _relevant(dataset, query_id) if retrieval else _truth(dataset, query_id)
     query_title = f"test {query_id}"
-    if pred is not None:
-        query_title += f"\npredicted {pred[0]} ({pred[1]:.2f})"
-    if truth is not None:
-        query_title += "\ntrue: " + (" ".join(map(str, truth)) if truth else "non-landmark")
+    if retrieval:  # the prediction is a ranking of index images, shown by the neighbours
+        if c.query_label >= 0:
+            query_title += f"\ninferred landmark {c.query_label}"
+        if truth is not None:
+            query_title += f"\n{len(truth)} relevant index images" if truth else "\nno relevant index image"
+    else:
+        pred, _ = predict_one(c, conf, verified=True)
+        if pred is not None:
+            query_title += f"\npredicted {pred[0]} ({pred[1]:.2f})"
+        if truth is not None:
+            query_title += "\ntrue: " + (" ".join(map(str, truth)) if truth else "non-landmark")
     titles, images, correct = [], [], []
     for row in table.itertuples():
         total = "not verified" if np.isnan(row.total) else f"total {row.total:.2f}"
-        titles.append(f"#{row.rank + 1} landmark {row.landmark_id}\n"
-                      f"global {row.global_score:.3f}  inliers {row.inliers}\n{total}")
+        label = getattr(row, "landmark_id", -1)
+        if retrieval:
+            total += f", landmark {label}" if label >= 0 else ""
+            titles.append(f"#{row.rank + 1} {dataset.db_split} {row.db_id}\n"
+                          f"global {row.global_score:.3f}  inliers {row.inliers}\n{total}")
+        else:
+            titles.append(f"#{row.rank + 1} landmark {label}\n"
+                          f"global {row.global_score:.3f}  inliers {row.inliers}\n{total}")
         images.append(read_image(dataset.path(dataset.db_split, row.db_id)))
         correct.append(bool(row.correct) if truth is not None else None)
     return plot_retrieval(read_image(dataset.path("test", query_id)), images, titles,
@@ -210,7 +242,7 @@ def show_query(data: DataArg, work: Union[str, Path], query_id: str, conf: Optio
 
 def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
               conf: Optional[Config] = None, max_lines: int = 150, dpi: int = 100) -> Figure:
-    """Keypoint matches between a test image and a train image.
+    """Keypoint matches between a test image and a database (train or index) image.
 
     The matches are recomputed from the stored local features with
     :func:`landmark_retrieval.matching.pairs.verify_pair` and ``conf.verify`` (seeded DEGENSAC, and
@@ -219,18 +251,19 @@ def show_pair(data: DataArg, work: Union[str, Path], query_id: str, db_id: str,
     """
     dataset = _dataset(data)
     conf = _conf(work, conf)
-    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, dataset.db_split)) as tr:
-        fq, ft = _local_features(te, "test", query_id), _local_features(tr, "train", db_id)
+    db_split = dataset.db_split
+    with FeatureStore(feature_dir(work, "test")) as te, FeatureStore(feature_dir(work, db_split)) as tr:
+        fq, ft = _local_features(te, "test", query_id), _local_features(tr, db_split, db_id)
     matcher = None
     if conf.verify.matcher == "lightglue":
         matcher = LightGlueMatcher(features_backend(read_meta(feature_dir(work, "test"))), conf.verify.lightglue)
     res = verify_pair(fq, ft, conf.verify, matcher)
-    label = dataset.labels().get(db_id)
-    db_split = dataset.db_split
+    label = dataset.labels().get(db_id) if db_split == "train" else None  # index images have no labels
+    landmark = "" if label is None else f", landmark {label}"
     fig = plot_matches(read_image(dataset.path("test", query_id)), read_image(dataset.path(db_split, db_id)),
                        fq.keypoints, ft.keypoints, res.matches, res.inlier_mask,
                        titles=[f"test {query_id} ({len(fq)} keypoints)",
-                               f"train {db_id}, landmark {label} ({len(ft)} keypoints)"],
+                               f"{db_split} {db_id}{landmark} ({len(ft)} keypoints)"],
                        max_lines=max_lines, dpi=dpi)
     fit = ESTIMATORS[conf.verify.estimator].label + ("" if conf.verify.geometry == "homography" else " (F)")
     fig.suptitle(f"{res.num_inliers} {fit} inliers (green) / {len(res.matches)} putative matches "
@@ -264,7 +297,7 @@ def save_show_figures(data: DataArg, work: Union[str, Path], out: Union[str, Pat
         out: path of the neighbours picture; the others go beside it as ``<stem>_matches.png``
             and ``<stem>_keypoints.png``.
         query_id: test image (default: :func:`pick_query`).
-        db_id: train image to match with (default: :func:`best_neighbour`).
+        db_id: database (train or index) image to match with (default: :func:`best_neighbour`).
         colors: save PNGs with a palette of this many colours (smaller files), None = full colour.
 
     Returns:

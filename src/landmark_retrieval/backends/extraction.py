@@ -143,9 +143,11 @@ def extract_split(backend: Backend, dataset: Dataset, split: str, directory: Pat
     return FeatureStore(directory)
 
 
-def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int) -> np.ndarray:
-    """Train descriptors to fit a codebook on, (M, D) float32 (binary ones: (M, B) uint8 packed
-    bits, as stored: 32 bytes per ORB descriptor), read in bounded memory.
+def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int,
+                    split: str = "train") -> np.ndarray:
+    """The database's (``split``: train, or index) descriptors to fit a codebook on, (M, D)
+    float32 (binary ones: (M, B) uint8 packed bits, as stored: 32 bytes per ORB descriptor), read
+    in bounded memory.
 
     Each image contributes at most ``ceil(2 * max_training / images)`` descriptors drawn with a
     generator seeded by ``(seed, image id)``; images are visited in sorted id order. The sample
@@ -155,7 +157,7 @@ def codebook_sample(store: FeatureStore, max_training: Optional[int], seed: int)
     quota = -(-2 * max_training // max(1, len(ids))) if max_training else None
     chunks = []
     for image_id, d in progress(store.iter_local_descriptors(ids), total=len(ids),
-                                desc="read train descriptors", unit="img"):
+                                desc=f"read {split} descriptors", unit="img"):
         if quota is not None and len(d) > quota:
             rng = np.random.default_rng(stable_seed(seed, image_id))
             d = d[np.sort(rng.choice(len(d), quota, replace=False))]
@@ -177,17 +179,17 @@ def aggregate_globals(backend: Backend, work: Path, stores: Dict[str, FeatureSto
     if codebook is None:
         train = stores[db_split]
         if not train.local_ids:
-            raise ValueError(f"No train image has local features in {train.directory} (all {len(train.failures)} "
-                             "failed?): see failures.csv; cannot fit the codebook")
-        descriptors = codebook_sample(train, getattr(agg, "max_training", None), getattr(agg, "seed", 0))
+            raise ValueError(f"No {db_split} image has local features in {train.directory} (all "
+                             f"{len(train.failures)} failed?): see failures.csv; cannot fit the codebook")
+        descriptors = codebook_sample(train, getattr(agg, "max_training", None), getattr(agg, "seed", 0), db_split)
         if not len(descriptors):
-            raise ValueError("No train image gave local descriptors (blank images?): cannot fit the codebook")
-        logger.info("Fitting a %d-word codebook on %d train descriptors", agg.num_words, len(descriptors))
+            raise ValueError(f"No {db_split} image gave local descriptors (blank images?): cannot fit the codebook")
+        logger.info("Fitting a %d-word codebook on %d %s descriptors", agg.num_words, len(descriptors), db_split)
         codebook = agg.fit(descriptors)
         if getattr(agg, "needs_documents", False):  # BoW's idf: document frequencies over every train image
             ids = sorted(train.local_ids)
             documents = progress(train.iter_local_descriptors(ids), total=len(ids),
-                                 desc=f"{backend.name} train statistics", unit="img")
+                                 desc=f"{backend.name} {db_split} statistics", unit="img")
             codebook = agg.fit_documents(codebook, (desc for _, desc in documents))
         write_array(cb_path, "codebook", codebook)
     for split, store in stores.items():

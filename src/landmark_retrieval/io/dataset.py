@@ -224,12 +224,11 @@ def load_dataset(root: Union[str, Path], task: Optional[str] = None) -> Dataset:
         except (ValueError, OSError) as exc:  # never stops the run: only scoring needs it
             solution_error = str(exc)
             logger.error("Cannot read %s, the run will not be scored: %s", solution_path, solution_error)
-    logger.info(
-        "Dataset %s (%s): %s%d train images (%d landmarks), %d test images%s", root, task,
-        f"{len(index_paths)} index images, " if task == "retrieval" else "",
-        len(train), train["landmark_id"].nunique(), len(test_paths),
-        ", with solution.csv" if solution else "",
-    )
+    labelled = f"{len(train)} train images ({train['landmark_id'].nunique()} landmarks), "
+    logger.info("Dataset %s (%s): %s%s%d test images%s", root, task,
+                f"{len(index_paths)} index images, " if task == "retrieval" else "",
+                labelled if task != "retrieval" or len(train) else "", len(test_paths),
+                ", with solution.csv" if solution else "")
     return Dataset(root=root, train=train, test_ids=list(test_paths), solution=solution,
                    solution_error=solution_error, task=task, index_ids=list(index_paths),
                    _test_paths=test_paths, _index_paths=index_paths)
