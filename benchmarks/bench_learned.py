@@ -49,9 +49,22 @@ def variants(local: List[str], max_side: int, keypoints: int, cnn: Path) -> Dict
     cnn_member = {"backend": "embedding", "model_path": str(cnn)}
     cnn_embedding = {"scaling": "caffe", "channel_order": "BGR"}
     f_geometry = {"geometry": "fundamental", "max_reprojection_error": 2.0}
+    effnet_settings = {"resize": "fit", "input_size": 512, "pooling": "gem"}
+    effnet_member = {"backend": "embedding", "model_path": "efficientnet-lite2"}
     out: Dict[str, Dict[str, Any]] = {
         "classical-best": {},
         "classical-best asmk": {"retrieve": {"index": "asmk"}},  # ASMK* retrieval over the same RootSIFT
+        # ASMK*'s kernel values are ~5x smaller than VLAD's cosines: the same share in the final score
+        "classical-best asmk x5": {"retrieve": {"index": "asmk"},
+                                   "predict": {"global_weight": 5.0, "inlier_global_weight": 1.5}},
+        # retrieval-best candidates: EfficientNet-Lite2 (GeM, 512 px) candidates, RootSIFT verification
+        "effnet-lite2 + sift": {"extract": {"backend": "ensemble", "embedding": effnet_settings,
+                                            "ensemble": {"members": [effnet_member], "local": "sift"}}},
+        "effnet-lite2 x0.03 + asmk + sift": {
+            "extract": {"backend": "ensemble", "embedding": effnet_settings,
+                        "ensemble": {"members": [effnet_member], "local": "sift"}},
+            "retrieve": {"index": "asmk", "asmk": {"global_weight": 0.03}},
+            "predict": {"global_weight": 5.0, "inlier_global_weight": 1.5}},
         "cnn + sift nn H": {"extract": {"backend": "ensemble", "embedding": cnn_embedding,
                                         "ensemble": {"members": [cnn_member], "local": "sift"}}},
     }

@@ -1,7 +1,8 @@
 """Regenerate the own-photos picture of README.md (``docs/own_photos_search.jpg``).
 
 Indexes the ``index`` photographs of ``../shared/data/groups.csv`` (real photos of ~25 places and
-objects, plus distractors) with the default ``photos`` preset, exactly as a user would::
+objects, plus distractors) with the own-photo commands' default preset (``classical-best``), exactly
+as a user would::
 
     landmark-retrieval index FOLDER --work WORK
     landmark-retrieval search WORK QUERY --top 5

@@ -43,7 +43,7 @@ def test_each_optional_package_is_named_with_its_extra(without, overrides, packa
 
 def test_the_classical_run_needs_no_optional_package():
     assert needed_packages(get_config("classical-best")) == {}
-    assert needed_packages(get_config("photos")) == {}
+    assert needed_packages(get_config("classical-best", {"retrieve": {"index": "asmk"}})) == {}
 
 
 def test_commands_stop_before_any_work(without, small_dataset, tmp_path, caplog):

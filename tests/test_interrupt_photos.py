@@ -22,7 +22,7 @@ from _procs import POINTS, interrupt, shard_count, wait_gone
 pytestmark = [pytest.mark.slow, pytest.mark.skipif(sys.platform != "linux", reason="uses /proc and signals")]
 
 # small settings (fast), and shards of 2 images: partial extraction is visible on disk
-INDEX_SETTINGS = ("--set", "extract.sift.max_keypoints=300", "--set", "retrieve.asmk.num_words=32",
+INDEX_SETTINGS = ("--set", "extract.sift.max_keypoints=300", "--set", "extract.vlad.num_words=16",
                   "--set", "extract.shard_size=2")
 # one verifying process: queries are verified one after the other, slowly enough to stop in between
 SEARCH_SETTINGS = ("--json", "--top", "10", "--pictures", "none", "--set", "verify.num_workers=1")

@@ -274,7 +274,7 @@ def test_06_find_similar(shared_data, tmp_path, monkeypatch):
     monkeypatch.setenv("LR_DATA", str(folder))
     monkeypatch.setenv("LR_WORK", str(tmp_path / "work"))
     monkeypatch.setenv("LR_QUERY", str(tmp_path / "query.jpg"))
-    monkeypatch.setenv("LR_SET", "retrieve.asmk.num_words=64")
+    monkeypatch.setenv("LR_SET", "extract.vlad.num_words=16")
     nb = _execute(_read("06_find_similar.ipynb"), tmp_path)
     out = _stdout(nb)
     assert "4 images indexed (4 new, 0 removed, 0 unreadable)" in out, out

@@ -14,7 +14,7 @@ from PIL import Image
 
 from landmark_retrieval.io.collection import photo_id, photo_path, scan_folder
 
-FAST = ("--set", "extract.sift.max_keypoints=600", "--set", "retrieve.asmk.num_words=64")
+FAST = ("--set", "extract.sift.max_keypoints=600", "--set", "extract.vlad.num_words=16")
 
 
 def _cli(*args, check=True):

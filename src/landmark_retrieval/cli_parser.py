@@ -278,7 +278,7 @@ def build_parser() -> argparse.ArgumentParser:
                 epilog="Any two image files (JPEG, PNG, WebP, TIFF, BMP, PPM/PGM, ...; EXIF orientation honoured). "
                        "The picture shows inliers green and rejected matches red.")
     p.add_argument("images", nargs=2, type=Path, metavar="IMAGE", help="the two image files")
-    _settings(p, saved=False, default="photos")
+    _settings(p, saved=False, default="classical-best")
     p.add_argument("--out", type=Path, metavar="FILE", help="the picture (default: match-<A>-<B>.png here; "
                                                              "none: no picture)")
     _json(p, "{inliers, matches, homography, fundamental, image0, image1, picture, keypoints}")
@@ -289,7 +289,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("folder", type=Path, metavar="FOLDER", help="the folder of images (searched recursively)")
     _work(p, default=Path("work/photos"))
     _wait(p)
-    _settings(p, fallback="photos")
+    _settings(p, fallback="classical-best")
     _json(p, "{folder, work, images, added, removed, failed}")
 
     p = command("search", "your own photos: find the images of an indexed folder that show what query images show",

@@ -52,7 +52,7 @@ logger = logging.getLogger("landmark_retrieval")
 
 PathLike = Union[str, Path]
 #: the preset of the own-photo commands when none is given (and none is saved in the work directory)
-PHOTOS_PRESET = "photos"
+PHOTOS_PRESET = "classical-best"
 
 
 # ---------------------------------------------------------------------------------------------

@@ -136,11 +136,6 @@ PRESETS: Dict[str, Preset] = {
         "confidence, re-ranking of the 30 nearest, mutual ratio-test matches",
         CLASSICAL_BEST,
     ),
-    "photos": Preset(
-        "your own photos (match, index, search; no weights): classical-best's RootSIFT matching with ASMK* "
-        "retrieval over the same features (its inverted file, a 1,024-word codebook learned on the folder)",
-        {**CLASSICAL_BEST, "retrieve": {"index": "asmk"}},
-    ),
     # Measured with benchmarks/bench_learned.py (results/learned.json; validation splits of the groups
     # set's train part, never its test labels): see docs/benchmarks.md. Learned features at 640 px
     # (ALIKED/DISK cost grows with the pixels) and 1024 keypoints; a fundamental matrix (2 px), which
