@@ -31,6 +31,7 @@ the benchmark table in docs/benchmarks.md, which lists this result's summary row
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -39,7 +40,15 @@ import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
-from suite import METHODS_DOC, REPO, machine_info, update_benchmark_table, update_methods_table, write_result
+from suite import (
+    METHODS_DOC,
+    REPO,
+    RESULTS,
+    machine_info,
+    update_benchmark_table,
+    update_methods_table,
+    write_result,
+)
 
 GLR, VAL, DEMO = "GLR photos", "validation", "demo"
 
@@ -71,6 +80,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     parser.add_argument("--keep", type=Path, help="work in this folder (kept, reused) instead of a temporary one")
     parser.add_argument("--readme-only", action="store_true",
                         help=f"run nothing; rewrite {METHODS_DOC.name}'s table")
+    parser.add_argument("--merge", action="store_true",
+                        help="keep the rows of results/methods.json for the methods not run now (add or re-measure "
+                             "a few methods without running them all)")
     parser.add_argument("--check", action="store_true",
                         help=f"run nothing; exit 1 when {METHODS_DOC.name}'s table is stale")
     args = parser.parse_args(argv)
@@ -117,6 +129,16 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
                 print(f"  {name:<24} {row.dataset:<11} {row.status:<8} {what} ({row.seconds:.0f} s)", flush=True)
     figures = {"datasets": list(datasets), "methods": names, "rows": [r.to_dict() for r in rows],
                "seconds": round(time.perf_counter() - t0, 1)}
+    previous = RESULTS / "methods.json"
+    if args.merge and previous.is_file():  # earlier rows of the methods not run now, in registry order
+        doc = json.loads(previous.read_text(encoding="utf-8"))
+        old = doc["figures"]
+        kept = [r for r in old["rows"] if r["method"] not in names and r["method"] in compare.METHODS]
+        order = {name: i for i, name in enumerate(compare.METHODS)}
+        figures["rows"] = sorted(kept + figures["rows"], key=lambda r: order[r["method"]])
+        figures["datasets"] = list(dict.fromkeys(list(datasets) + list(old["datasets"])))
+        figures["methods"] = list(dict.fromkeys(r["method"] for r in figures["rows"]))
+        figures["merged_from"] = old.get("merged_from") or doc.get("created", "an earlier run")
     setup = ("every method of `landmark_retrieval.compare.METHODS` through the whole pipeline on "
              f"{' and '.join(datasets)}; the table is in [Comparing methods](comparing-methods.md)")
     write_result("methods", setup, summary_rows(figures["rows"]), figures, args.quick, started=started)

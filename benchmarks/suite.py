@@ -414,9 +414,11 @@ def render_methods(doc: Mapping[str, Any]) -> str:
     share = machine.get("other_processes_cpu_share")
     busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
             if share and share > 0.05 else "")
+    merged = (f"; the rows of the methods not named in that command are from a run of {figures['merged_from'][:10]}"
+              " (`--merge`; an empty cell: not measured then)" if figures.get("merged_from") else "")
     lines = [format_table(rows, figures["datasets"]), "",
              f"*`{doc['command']}`{' (quick: demo only, fewer methods)' if doc.get('quick') else ''}, "
-             f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}. GAP and mAP@100: global-only → "
+             f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}{merged}. GAP and mAP@100: global-only → "
              "verified (one value: global only). ms / image: the extract step per database + test image "
              "(codebook / vocabulary / GMM fitting included, model loading excluded). bytes / image: global "
              "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB).*"]
