@@ -115,6 +115,8 @@ def test_index_every_format_with_repeated_names_then_search_and_update(oxford, t
     _small(oxford / "boat" / "img2.png", folder / "more" / "boat2.jpg")
     again = json.loads(_cli("index", folder, "--work", work, "--json").stdout)
     assert (again["images"], again["added"], again["removed"]) == (7, 1, 1)
+    unchanged = json.loads(_cli("index", folder, "--work", work, "--json").stdout)
+    assert (unchanged["images"], unchanged["added"], unchanged["removed"]) == (7, 0, 0)
     result = json.loads(_cli("search", work, query, "--top", "10", "--json", "--pictures", "none").stdout)
     paths = [r["path"] for r in result["queries"][0]["results"]]
     assert "wall/img.bmp" not in paths and set(paths[:2]) == {"boat/img.png", "more/boat2.jpg"}

@@ -33,6 +33,7 @@ from .io.collection import (
     photo_path,
     query_images,
     read_collection,
+    read_listing,
     scan_folder,
     write_collection,
 )
@@ -161,7 +162,8 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
         check_dependencies(conf)
         backend = check_features(conf, collection_dataset(folder, index={}), work)
         save_run_config(work, conf)
-        write_collection(work, folder)
+        listed = read_listing(work) if known is not None else []
+        write_collection(work, folder, read_listing(work))
         index = scan_folder(folder)
         if not index:
             raise ValueError(f"{folder} holds no image files (.jpg, .png, .webp, .tif, ...)")
@@ -171,11 +173,12 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
         extract(conf, dataset, work, backend=backend)
         after = _stored_ids(work, "index")
         failures = _failures(work, "index")
+        write_collection(work, folder, index)
         failed = [{"path": str(index[i].relative_to(folder).as_posix()), "error": failures[i]}
                   for i in index if i in failures]
         return IndexSummary(str(folder), str(work), len([i for i in index if i in after]),
                             len([i for i in index if i in after and i not in extracted]),
-                            len([i for i in before if i not in index]), failed)
+                            len([i for i in listed if i not in index]), failed)
 
 
 def _stored_ids(work: Path, split: str, local: bool = False) -> set:

@@ -10,7 +10,8 @@ and :func:`photo_path` gives the relative path back exactly.
 A query image gets the id ``q-<sha1 of its bytes, 16 hex>-<encoded file name>``: searching the
 same file again reuses its features; an edited file is a new query.
 
-``WORK/collection.json`` records the folder a work directory indexes.
+``WORK/collection.json`` records the folder a work directory indexes and the ids its last
+``index`` found there (what "removed" is counted against).
 """
 from __future__ import annotations
 
@@ -18,7 +19,7 @@ import hashlib
 import json
 import os
 from pathlib import Path
-from typing import Dict, Iterable, Optional, Sequence, Union
+from typing import Dict, Iterable, List, Optional, Sequence, Union
 from urllib.parse import quote, unquote
 
 import pandas as pd
@@ -115,5 +116,15 @@ def read_collection(work: PathLike) -> Optional[Path]:
                          "`landmark-retrieval index FOLDER --work WORK`") from None
 
 
-def write_collection(work: PathLike, folder: PathLike) -> None:
-    write_text_atomic(collection_path(work), json.dumps({"folder": os.path.abspath(folder)}, indent=2) + "\n")
+def read_listing(work: PathLike) -> List[str]:
+    """The image ids the last ``index`` call found in the folder ([] when none was recorded)."""
+    try:
+        return list(json.loads(collection_path(work).read_text(encoding="utf-8")).get("images", []))
+    except (OSError, ValueError, AttributeError):
+        return []
+
+
+def write_collection(work: PathLike, folder: PathLike, ids: Iterable[str] = ()) -> None:
+    """Record the folder ``work`` indexes and the image ids found in it."""
+    doc = {"folder": os.path.abspath(folder), "images": list(ids)}
+    write_text_atomic(collection_path(work), json.dumps(doc, indent=1) + "\n")
