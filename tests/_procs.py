@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import time
 from pathlib import Path
@@ -72,7 +73,10 @@ def interrupt(cmd: List[str], work: Path, point: str, sig: int,
     Returns:
         exit code, stderr, the process group id, and the group's members just before the signal.
     """
-    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True)
+    # Ctrl-C's default action even when the tests run as a background job (a non-interactive shell
+    # starts those with SIGINT ignored, and a child inherits that: Python would never see the signal)
+    proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+                            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     reached = POINTS[point]
     deadline = time.monotonic() + timeout
     while not reached(work):

@@ -250,7 +250,7 @@ def test_presets_keep_the_rules_off_except_classical_best():
     for name in PRESETS:
         p = get_config(name).predict
         assert (p.min_inliers, p.test_similarity, p.nonlandmark_dir) == (0, False, None)
-        if name not in ("classical-best", "learned-fast", "learned-best"):  # the learned ones start from it
+        if name not in ("classical-best", "learned-fast", "learned-best", "retrieval-best"):  # they start from it
             assert p.confidence == "sum"
     best = get_config("classical-best")
     changes = {k: (a, b) for k, a, b in config_diff(get_config("demo"), best) if k != "name"}
