@@ -12,6 +12,9 @@ import importlib.util
 from pathlib import Path
 from typing import Dict, List, Optional
 
+from .backends.embedding import KERAS_SUFFIXES, ONNX_SUFFIXES
+from .backends.embedding_torch import NAMED_MODELS, TORCH_SUFFIXES
+from .backends.registry import BACKENDS
 from .backends.torch_runtime import MissingDependencyError
 from .config import Config, ExtractConfig
 from .presets import local_backend
@@ -26,9 +29,8 @@ EXTRAS: Dict[str, tuple] = {
     "onnxruntime": ("ONNX Runtime", "pip install 'landmark-retrieval[onnx]'"),
     "distributed": ("Dask distributed", "pip install 'landmark-retrieval[distributed]'"),
 }
-LEARNED_BACKENDS = ("xfeat", "disk", "aliked")
-_TF_SUFFIXES = (".keras", ".h5", ".hdf5")
-_TORCH_SUFFIXES = (".pt", ".pth", ".ts", ".torchscript")
+#: the backends that read extract.learned: PyTorch + kornia models (xfeat, disk, aliked)
+LEARNED_BACKENDS = tuple(name for name, info in BACKENDS.items() if "learned" in info.sections)
 
 
 def _embedding_needs(path: Optional[str], fmt: str) -> List[str]:
@@ -43,11 +45,11 @@ def _embedding_needs(path: Optional[str], fmt: str) -> List[str]:
         return []
     p = Path(path)
     suffix = p.suffix.lower()
-    if p.is_dir() or suffix in _TF_SUFFIXES:
+    if p.is_dir() or suffix in KERAS_SUFFIXES:
         return ["tensorflow"]
-    if suffix == ".onnx":
+    if suffix in ONNX_SUFFIXES:
         return ["onnxruntime"]
-    if suffix in _TORCH_SUFFIXES or (not p.exists() and str(path).startswith("efficientnet-lite")):
+    if suffix in TORCH_SUFFIXES or (str(path) in NAMED_MODELS and not p.exists()):
         return ["torch"]
     return []
 

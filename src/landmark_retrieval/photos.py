@@ -18,7 +18,7 @@ from __future__ import annotations
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Dict, Iterable, List, Optional, Sequence, Union
+from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
 
 import numpy as np
 
@@ -163,16 +163,15 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
         backend = check_features(conf, collection_dataset(folder, index={}), work)
         save_run_config(work, conf)
         listed = read_listing(work) if known is not None else []
-        write_collection(work, folder, read_listing(work))
+        write_collection(work, folder, listed)
         index = scan_folder(folder)
         if not index:
             raise ValueError(f"{folder} holds no image files (.jpg, .png, .webp, .tif, ...)")
         dataset = collection_dataset(folder, index=index)
-        before = _stored_ids(work, "index")
-        extracted = before | _stored_ids(work, "index", local=True)  # an interrupted run's too
+        before, local, _ = _stored(work, "index")
+        extracted = before | local  # an interrupted run's images too (local features, no global yet)
         extract(conf, dataset, work, backend=backend)
-        after = _stored_ids(work, "index")
-        failures = _failures(work, "index")
+        after, _, failures = _stored(work, "index")
         write_collection(work, folder, index)
         failed = [{"path": str(index[i].relative_to(folder).as_posix()), "error": failures[i]}
                   for i in index if i in failures]
@@ -181,22 +180,14 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
                             len([i for i in listed if i not in index]), failed)
 
 
-def _stored_ids(work: Path, split: str, local: bool = False) -> set:
-    """Ids with a global descriptor (or, with ``local``, local features) in the store of ``split``."""
+def _stored(work: Path, split: str) -> Tuple[Set[str], Set[str], Dict[str, str]]:
+    """What the store of ``split`` holds, read once: ids with a global descriptor, ids with local
+    features, and ``{id: error}`` of the images that gave no features."""
     directory = feature_dir(work, split)
     if not directory.exists():
-        return set()
+        return set(), set(), {}
     with FeatureStore(directory) as store:
-        return set(store.local_ids if local else store.global_ids)
-
-
-def _failures(work: Path, split: str) -> Dict[str, str]:
-    """``{id: error}`` of the images of ``split`` that gave no features."""
-    directory = feature_dir(work, split)
-    if not directory.exists():
-        return {}
-    with FeatureStore(directory) as store:
-        return dict(store.failures)
+        return set(store.global_ids), set(store.local_ids), dict(store.failures)
 
 
 def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10,
@@ -235,7 +226,7 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
         if conf.verify.enabled:
             verify(conf, dataset, work)
         candidates = load_candidates(work, None, conf.verify.num_to_rerank)
-        failures = _failures(work, "test")
+        failures = _stored(work, "test")[2]
     out = []
     for qid, path in found.items():
         entry: Dict[str, Any] = {"query": str(path), "results": [], "picture": None}

@@ -33,6 +33,24 @@ def write_submission(predictions: Mapping[str, Prediction], test_ids: Sequence[s
     return write_csv_atomic(path, ["id", "landmarks"], rows, lineterminator="\r\n")  # csv's default, as before
 
 
+def read_csv_text(path: Path, not_text: str) -> str:
+    """The text of a CSV file (UTF-8, an optional BOM dropped).
+
+    Raises:
+        ValueError: ``not_text`` and where the file stops being text: a NUL byte or a byte that
+            is not UTF-8, with its line.
+    """
+    data = path.read_bytes()
+    if b"\x00" in data:
+        line = data[:data.index(b"\x00")].count(b"\n") + 1
+        raise ValueError(f"{not_text}; it contains NUL bytes (line {line})")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        raise ValueError(f"{not_text}; byte {data[exc.start:exc.start + 1]!r} on line {line} is not UTF-8") from None
+
+
 def _data_rows(path: Path, header: Sequence[str]) -> Iterator[Tuple[int, List[str]]]:
     """``(start line, fields)`` of every data row of a submission file, after checking its header.
 
@@ -44,18 +62,8 @@ def _data_rows(path: Path, header: Sequence[str]) -> Iterator[Tuple[int, List[st
             unclosed quote), a header other than ``header``.
     """
     expected = ",".join(header)
-    data = path.read_bytes()
-    not_text = (f"{path} is not a UTF-8 CSV text file: expected a header '{expected}' and one row per test "
-                "image (write it as UTF-8 CSV)")
-    if b"\x00" in data:
-        line = data[:data.index(b"\x00")].count(b"\n") + 1
-        raise ValueError(f"{not_text}; it contains NUL bytes (line {line})")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{not_text}; byte {data[exc.start:exc.start + 1]!r} on line {line} is not UTF-8") from None
-    del data
+    text = read_csv_text(path, f"{path} is not a UTF-8 CSV text file: expected a header '{expected}' and one "
+                               "row per test image (write it as UTF-8 CSV)")
     reader = csv.reader(io.StringIO(text, newline=""))
     start, seen_header = 1, False
     try:

@@ -18,6 +18,8 @@ from typing import Dict, Iterator, List, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
+from .submission import read_csv_text
+
 logger = logging.getLogger("landmark_retrieval")
 
 
@@ -99,18 +101,9 @@ def _read_csv_table(path: Path, required: Sequence[str], header_hint: str, rows_
     """
     if not path.is_file():
         raise FileNotFoundError(f"No file at {path}: expected a CSV file with header '{header_hint}'")
-    data = path.read_bytes()
     not_text = (f"{path} is not a UTF-8 CSV text file: expected a header '{header_hint}' and {rows_hint} "
                 "(re-export it as UTF-8 CSV)")
-    if b"\x00" in data:
-        line = data[:data.index(b"\x00")].count(b"\n") + 1
-        raise ValueError(f"{not_text}; it contains NUL bytes (line {line})")
-    try:
-        text = data.decode("utf-8-sig")
-    except UnicodeDecodeError as exc:
-        line = data[:exc.start].count(b"\n") + 1
-        raise ValueError(f"{not_text}; byte {data[exc.start:exc.start + 1]!r} on line {line} is not UTF-8") from None
-    del data
+    text = read_csv_text(path, not_text)
     empty = f"{path} is empty: expected a header '{header_hint}' and {rows_hint}"
     if not text.strip():
         raise ValueError(empty)

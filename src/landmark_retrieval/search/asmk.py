@@ -88,7 +88,7 @@ def aggregate(descriptors: np.ndarray, codebook: np.ndarray, assignments: int = 
     """One image's ASMK* representation.
 
     Args:
-        descriptors: (n, D) float32 local descriptors.
+        descriptors: (n, D) float32 local descriptors (none: any (0, k) array).
         codebook: (K, D) float32 visual words.
         assignments: words each descriptor is assigned to (1 for the database, more for queries).
 
@@ -179,9 +179,7 @@ def _encode(store: FeatureStore, ids: Sequence[str], codebook: np.ndarray, assig
             max_keypoints: Optional[int], what: str) -> AsmkCodes:
     words, codes, offsets = [], [], [0]
     for image_id in progress(ids, desc=what, unit="img"):
-        d = _read_descriptors(store, image_id, max_keypoints)
-        w, c = aggregate(d, codebook, assignments) if d.size else aggregate(np.zeros((0, codebook.shape[1]),
-                                                                                      np.float32), codebook)
+        w, c = aggregate(_read_descriptors(store, image_id, max_keypoints), codebook, assignments)
         words.append(w)
         codes.append(c)
         offsets.append(offsets[-1] + len(w))
@@ -291,8 +289,7 @@ def asmk_search(queries: np.ndarray, database: Any, k: int, ctx: SearchContext) 
             ids = ctx.query_ids[start:start + QUERY_BLOCK]
             cosine = _cosines(queries[start:start + len(ids)], database) if weight else None
             for j, image_id in enumerate(progress(ids, desc="ASMK search", unit="img")):
-                d = _read_descriptors(store, image_id, opts.max_keypoints)
-                words, qcodes = aggregate(d if d.size else np.zeros((0, codebook.shape[1]), np.float32), codebook,
+                words, qcodes = aggregate(_read_descriptors(store, image_id, opts.max_keypoints), codebook,
                                           int(opts.query_assignments))
                 s = ivf.scores(words, qcodes)
                 if cosine is not None:
