@@ -7,6 +7,7 @@ import pytest
 from landmark_retrieval import compare
 from landmark_retrieval.compare import METHODS, Method, Row, Unavailable, format_bytes, format_table, run_method
 from landmark_retrieval.features import Features
+from landmark_retrieval.io.dataset import load_dataset
 from landmark_retrieval.io.store import FeatureStore
 from landmark_retrieval.io.writer import ShardWriter
 
@@ -116,6 +117,17 @@ def test_methods_run_and_share_features(small_dataset, tmp_path):
     assert global_only.verified_gap is None and global_only.verify_ms is None and full.verify_ms > 0
     again = compare.run_method(methods[0], small_dataset, tmp_path, "small")
     assert (again.verified_gap, again.extract_ms) == (full.verified_gap, full.extract_ms)  # reused, same numbers
+
+
+def test_asmk_rows_count_the_index_they_search(small_dataset, tmp_path):
+    """An ASMK* row's global bytes are its index file per database image, not the unused VLAD."""
+    asmk = Method("asmk", "ASMK*", "RootSIFT", "demo", ("retrieve.index=asmk", "retrieve.asmk.num_words=64"))
+    (row,) = compare.compare_methods([asmk], {"small": small_dataset}, tmp_path)
+    assert row.status == "ok", row.reason
+    (index_file,) = tmp_path.glob("small-*/features/*/asmk.h5")
+    n_db = len(load_dataset(small_dataset).ids("train"))
+    assert row.global_bytes == pytest.approx(index_file.stat().st_size / n_db)
+    assert row.global_bytes != 32 * 128 * 4
 
 
 def test_open_nsfw_resnet_features(tmp_path):

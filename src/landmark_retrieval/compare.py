@@ -10,7 +10,8 @@ dataset with :func:`landmark_retrieval.pipeline.run` and measures:
 * extraction time per image (the extract step, codebook / vocabulary / GMM fitting included,
   model loading excluded) and verification time per test image;
 * bytes per image of the global descriptor and of the local descriptors, as stored in the
-  feature stores (:meth:`landmark_retrieval.io.store.FeatureStore.sizes`).
+  feature stores (:meth:`landmark_retrieval.io.store.FeatureStore.sizes`); for ASMK* retrieval,
+  whose codes replace the global descriptor, its index file per database image.
 
 A method whose options this version does not have (the config raises ``KeyError``/``ValueError``)
 or whose dependency or model is missing (``ImportError``, :class:`Unavailable`) is *skipped*, with
@@ -36,7 +37,7 @@ from typing import Any, Callable, Dict, Iterable, List, Mapping, Optional, Seque
 from .backends.torch_runtime import MissingDependencyError
 from .io.atomic import write_text_atomic
 from .io.dataset import Dataset, load_dataset
-from .io.layout import feature_dir, fingerprint
+from .io.layout import feature_dir, fingerprint, search_index_path
 from .io.store import FeatureStore
 from .pipeline import run
 from .presets import config_summary, get_config
@@ -236,7 +237,7 @@ class Row:
     recall_at_10: Optional[float] = None  # ... among the first 10
     extract_ms: Optional[float] = None  # per image (database + test)
     verify_ms: Optional[float] = None  # per test image
-    global_bytes: Optional[float] = None  # one global descriptor, as stored
+    global_bytes: Optional[float] = None  # one global descriptor as stored (ASMK*: its index per database image)
     local_bytes: Optional[float] = None  # local descriptors of an image, mean, as stored
     keypoints: Optional[float] = None  # local features per image, mean
     seconds: float = 0.0  # wall time of the whole row
@@ -326,6 +327,10 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
             sizes.append(store.sizes())
     n_local = sum(s["num_local"] for s in sizes)
     row.global_bytes = max(s["global_bytes"] for s in sizes)
+    index_file = search_index_path(work, db, conf.retrieve.index)
+    if conf.retrieve.index == "asmk" and index_file.is_file() and len(dataset.ids(db)):
+        # ASMK* searches its own codes, not the stored global descriptor: its index per database image
+        row.global_bytes = index_file.stat().st_size / len(dataset.ids(db))
     row.local_bytes = sum(s["local_bytes"] * s["num_local"] for s in sizes) / n_local if n_local else 0.0
     row.keypoints = sum(s["keypoints"] * s["num_local"] for s in sizes) / n_local if n_local else 0.0
     metrics = result.metrics or {}
