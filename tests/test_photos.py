@@ -133,3 +133,52 @@ def test_index_refuses_a_work_directory_of_another_folder(tmp_path, oxford):
     out = _cli("search", tmp_path / "nothing", one / "a.jpg", check=False)
     assert out.returncode == 2 and "landmark-retrieval index FOLDER" in out.stderr
     shutil.rmtree(tmp_path / "w")
+
+
+def test_searches_run_side_by_side_and_only_read_the_index(oxford, tmp_path):
+    """``search`` holds the index's lock shared: searches run together (with the results each gets
+    alone), ``index`` is refused while one runs, the index's files are left as they were, and a
+    file added to the folder is searched only once ``index`` has run again."""
+    folder, work = tmp_path / "photos", tmp_path / "w"
+    for scene in ("boat", "graf", "bikes", "leuven"):
+        _small(oxford / scene / "img1.png", folder / f"{scene}.jpg", side=320)
+    _cli("index", folder, "--work", work, *FAST)
+    boat, graf = (_small(oxford / s / "img2.png", tmp_path / "q" / f"{s}2.jpg", side=320) for s in ("boat", "graf"))
+    alone = [json.loads(_cli("search", work, q, "--top", "2", "--json", "--pictures", "none").stdout)
+             for q in (boat, graf)]
+    assert [a["queries"][0]["results"][0]["path"] for a in alone] == ["boat.jpg", "graf.jpg"]
+    stored = {p: p.stat().st_mtime_ns for p in (work / "features" / "index").rglob("*")}
+
+    hold = "import sys, time\nfrom landmark_retrieval.io.lock import work_lock\n" \
+           "with work_lock(sys.argv[1], shared=True):\n    print('held', flush=True)\n    time.sleep(60)\n"
+    reader = subprocess.Popen([sys.executable, "-c", hold, str(work)], stdout=subprocess.PIPE, text=True)
+    try:
+        assert reader.stdout.readline().strip() == "held"  # a search in progress
+        refused = _cli("index", folder, "--work", work, check=False)
+        assert refused.returncode != 0 and "in use by another run" in refused.stderr and "--wait" in refused.stderr
+        procs = [subprocess.Popen([sys.executable, "-m", "landmark_retrieval", "search", str(work), str(q), "--top",
+                                   "2", "--json", "--pictures", "none"], stdout=subprocess.PIPE,
+                                  stderr=subprocess.PIPE, text=True) for q in (boat, graf)]
+        together = [json.loads(p.communicate(timeout=600)[0]) for p in procs]
+        assert [p.returncode for p in procs] == [0, 0]
+    finally:
+        reader.kill()
+        reader.wait()
+    assert together == alone
+    assert {p: p.stat().st_mtime_ns for p in (work / "features" / "index").rglob("*")} == stored
+    assert [p.name for p in (work / "searches").iterdir()] == ["database"]  # no scratch left behind
+
+    _small(oxford / "boat" / "img3.png", folder / "boat3.jpg", side=320)  # added after the index
+    paths = [r["path"] for r in json.loads(_cli("search", work, boat, "--json").stdout)["queries"][0]["results"]]
+    assert "boat3.jpg" not in paths and len(paths) == 4
+    _cli("index", folder, "--work", work)
+    paths = [r["path"] for r in json.loads(_cli("search", work, boat, "--json").stdout)["queries"][0]["results"]]
+    assert set(paths[:2]) == {"boat.jpg", "boat3.jpg"}
+
+    # an index interrupted before every listed image was described: search says so, index again fixes it
+    from landmark_retrieval.io.collection import read_listing, write_collection
+
+    write_collection(work, folder, [*read_listing(work), photo_id("late/arrival.jpg")])
+    out = _cli("search", work, boat, check=False)
+    assert out.returncode == 2 and "is incomplete (1 images" in out.stderr and "late/arrival.jpg" in out.stderr
+    assert f"landmark-retrieval index {folder} --work {work}` again" in out.stderr

@@ -7,7 +7,7 @@
   it extracts only the files added since, and files removed from the folder leave the index;
 * :func:`search_collection`: query images against an indexed folder: global retrieval, geometric
   verification of the first candidates, results ranked best first with their score and inliers,
-  and a contact sheet per query.
+  and a contact sheet per query; it only reads the index, so searches run side by side.
 
 All three use a preset (:data:`PHOTOS_PRESET` unless told otherwise; ``index`` saves it in the work
 directory and ``search`` continues with it) and the steps of the Kaggle pipeline (extract,
@@ -16,6 +16,8 @@ retrieve, verify), so every option of a run applies and every artifact resumes.
 from __future__ import annotations
 
 import logging
+import os
+import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Union
@@ -38,7 +40,7 @@ from .io.collection import (
     write_collection,
 )
 from .io.images import decode_image, read_image, resize_max_side
-from .io.layout import feature_dir
+from .io.layout import database_lock_dir, feature_dir, fingerprint, search_scratch_dir, searches_dir
 from .io.lock import work_lock
 from .io.store import FeatureStore
 from .matching.lightglue import LightGlueMatcher
@@ -153,6 +155,7 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
     if not folder.is_dir():
         raise FileNotFoundError(f"No such folder: {folder}")
     with work_lock(work, wait=wait):
+        shutil.rmtree(searches_dir(work), ignore_errors=True)  # killed searches' scratch: none runs now
         known = read_collection(work)
         if known is not None and known.resolve() != folder.resolve():
             raise ValueError(f"{work} indexes {known}, not {folder}: use another --work for this folder")
@@ -180,6 +183,24 @@ def index_folder(folder: PathLike, work: PathLike, preset: Optional[str] = None,
                             len([i for i in listed if i not in index]), failed)
 
 
+def _indexed(work: Path, folder: Path) -> Dict[str, Path]:
+    """``{id: path}`` of the images the last ``index`` stored features of and that are still in
+    the folder.
+
+    Raises:
+        ValueError: the last ``index`` was interrupted before every listed image was described.
+    """
+    stored, _, failures = _stored(work, "index")
+    listed = read_listing(work)
+    missing = [i for i in listed if i not in stored and i not in failures]
+    if missing:
+        raise ValueError(f"The index in {work} is incomplete ({len(missing)} images of {folder} not described yet, "
+                         f"e.g. {photo_path(missing[0])}): run `landmark-retrieval index {folder} --work {work}` "
+                         "again")
+    found = {i: folder / photo_path(i) for i in listed if i in stored}
+    return {i: path for i, path in found.items() if path.is_file()}
+
+
 def _stored(work: Path, split: str) -> Tuple[Set[str], Set[str], Dict[str, str]]:
     """What the store of ``split`` holds, read once: ids with a global descriptor, ids with local
     features, and ``{id: error}`` of the images that gave no features."""
@@ -195,6 +216,12 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
                       wait: bool = False) -> Dict[str, Any]:
     """Search an indexed folder for each query image (files, or folders of images).
 
+    The index is only read: any number of searches run together (they hold the work directory's
+    lock shared; ``index`` waits for them). Each works in its own scratch directory
+    (:func:`landmark_retrieval.io.layout.search_scratch_dir`), removed when it ends; a killed
+    search resumes when run again with the same queries. Files added to the folder since the last
+    ``index`` are not searched until ``index`` runs again; files removed since are left out.
+
     Args:
         top: results per query.
         pictures: folder for one contact sheet per query (``<query file stem>.jpg``); none: no pictures.
@@ -206,27 +233,36 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
         whose features could not be extracted has no results (and an ``"error"``).
 
     Raises:
-        ValueError: ``work`` is not an index (``index FOLDER --work WORK`` first).
+        ValueError: ``work`` is not an index, or an incomplete one (``index FOLDER --work WORK``
+            first, or again).
     """
     work = Path(work)
     folder = read_collection(work)
     if folder is None:
         raise ValueError(f"{work} is not an index of a folder: run `landmark-retrieval index FOLDER --work {work}` "
                          "first")
-    with work_lock(work, wait=wait):
+    with work_lock(work, wait=wait, shared=True):
         conf = _photos_config(work, None, overrides, save=False)
         check_dependencies(conf)
         conf.retrieve.k = max(conf.retrieve.k, int(top), conf.verify.num_to_rerank)
         found = query_images(queries)
-        dataset = collection_dataset(folder, found)
+        dataset = collection_dataset(folder, found, index=_indexed(work, folder))
         if not dataset.index_ids:
-            raise ValueError(f"{folder} holds no image files any more: nothing to search")
-        extract(conf, dataset, work)
-        retrieve(conf, dataset, work)
-        if conf.verify.enabled:
-            verify(conf, dataset, work)
-        candidates = load_candidates(work, None, conf.verify.num_to_rerank)
-        failures = _stored(work, "test")[2]
+            raise ValueError(f"{folder} holds no indexed image files any more: nothing to search")
+        scratch = search_scratch_dir(work, fingerprint({"queries": sorted(found), "settings": conf.to_dict()})[:16])
+        with work_lock(scratch, wait=True):  # the same search in another process: one after the other
+            link = feature_dir(scratch, "index")
+            if not link.is_symlink():
+                link.parent.mkdir(parents=True, exist_ok=True)
+                link.symlink_to(os.path.relpath(feature_dir(work, "index"), link.parent), target_is_directory=True)
+            extract(conf, dataset, scratch, splits=("test",))
+            with work_lock(database_lock_dir(work), wait=True):  # derived index files: built once
+                retrieve(conf, dataset, scratch)
+            if conf.verify.enabled:
+                verify(conf, dataset, scratch)
+            candidates = load_candidates(scratch, None, conf.verify.num_to_rerank)
+            failures = _stored(scratch, "test")[2]
+            shutil.rmtree(scratch, ignore_errors=True)
     out = []
     for qid, path in found.items():
         entry: Dict[str, Any] = {"query": str(path), "results": [], "picture": None}

@@ -17,15 +17,16 @@ from landmark_retrieval.io.lock import WorkDirectoryBusy, work_lock
 HOLD = textwrap.dedent("""
     import sys, time
     from landmark_retrieval.io.lock import work_lock
-    with work_lock(sys.argv[1]):
+    with work_lock(sys.argv[1], shared=sys.argv[3] == "shared"):
         print("held", flush=True)
         time.sleep(float(sys.argv[2]))
 """)
 
 
-def _holder(work: Path, seconds: float = 60) -> subprocess.Popen:
+def _holder(work: Path, seconds: float = 60, shared: bool = False) -> subprocess.Popen:
     """A process that holds the lock of ``work`` for ``seconds`` (returns once it holds it)."""
-    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work), str(seconds)], stdout=subprocess.PIPE, text=True)
+    proc = subprocess.Popen([sys.executable, "-c", HOLD, str(work), str(seconds), "shared" if shared else "exclusive"],
+                            stdout=subprocess.PIPE, text=True)
     assert proc.stdout.readline().strip() == "held"
     return proc
 
@@ -59,6 +60,61 @@ def test_a_second_process_is_refused_with_the_holder_s_pid_and_may_wait(tmp_path
     with work_lock(work, wait=True):  # waits for the holder to finish
         assert time.monotonic() - t0 > 0.5  # the holder slept 1.5 s with it
     proc.wait()
+
+
+def test_shared_holders_run_together_and_exclude_a_writer(tmp_path):
+    """Searches hold the lock shared: several at once, while a writer (index) is refused or waits;
+    a writer excludes them in turn."""
+    work = tmp_path / "w"
+    reader = _holder(work, 60, shared=True)
+    try:
+        with pytest.raises(WorkDirectoryBusy, match=rf"in use by another run \(PID {reader.pid}: "):
+            with work_lock(work):
+                pass
+        with work_lock(work, shared=True):  # a second reader: at once
+            pass
+    finally:
+        os.kill(reader.pid, signal.SIGKILL)
+        reader.wait()
+    writer = _holder(work, 60)
+    try:
+        with pytest.raises(WorkDirectoryBusy, match=rf"PID {writer.pid}: "):
+            with work_lock(work, shared=True):
+                pass
+    finally:
+        os.kill(writer.pid, signal.SIGKILL)
+        writer.wait()
+    with work_lock(work, shared=True):
+        with work_lock(work, shared=True):  # re-entrant
+            pass
+        with pytest.raises(RuntimeError, match="holds the lock shared"):
+            with work_lock(work):  # no upgrade: two readers upgrading would wait for each other
+                pass
+
+
+def test_a_lock_whose_directory_is_removed_while_waiting_is_taken_afresh(tmp_path):
+    """A finished search removes its scratch directory, lock file included: a process that waited
+    for that lock takes the lock of the new file, so that no two processes ever work there at once."""
+    scratch = tmp_path / "searches" / "key"
+    script = textwrap.dedent("""
+        import shutil, sys, time
+        from landmark_retrieval.io.lock import work_lock
+        with work_lock(sys.argv[1]):
+            print("held", flush=True)
+            time.sleep(1.5)
+            shutil.rmtree(sys.argv[1])
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script, str(scratch)], stdout=subprocess.PIPE, text=True)
+    assert proc.stdout.readline().strip() == "held"
+    probe = ("import sys\nfrom landmark_retrieval.io.lock import WorkDirectoryBusy, work_lock\n"
+             "try:\n    with work_lock(sys.argv[1]):\n        print('got')\n"
+             "except WorkDirectoryBusy:\n    print('busy')\n")
+    with work_lock(scratch, wait=True):  # waits on the file the holder then removes
+        assert proc.wait(30) == 0
+        assert (scratch / ".lock").is_file()
+        # were this process holding the removed file's lock, a newcomer would get the new file's
+        late = subprocess.run([sys.executable, "-c", probe, str(scratch)], capture_output=True, text=True, timeout=60)
+        assert late.stdout.strip() == "busy", late.stderr
 
 
 def _cli(*args, **kwargs) -> subprocess.Popen:

@@ -7,8 +7,8 @@ percent-encoded (:func:`photo_id`: every character but letters, digits and ``-_.
 subfolders, hold no ``/`` (the feature store's keys), no space or comma (the CSVs' image lists),
 and :func:`photo_path` gives the relative path back exactly.
 
-A query image gets the id ``q-<sha1 of its bytes, 16 hex>-<encoded file name>``: searching the
-same file again reuses its features; an edited file is a new query.
+A query image gets the id ``q-<sha1 of its bytes, 16 hex>-<encoded file name>``: a search killed
+and run again reuses the features of its queries; an edited file is a new query.
 
 ``WORK/collection.json`` records the folder a work directory indexes and the ids its last
 ``index`` found there (what "removed" is counted against).

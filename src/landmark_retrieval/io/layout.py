@@ -17,6 +17,8 @@
     WORK/missing.csv                  train.csv ids without an image file
     WORK/shard.json                   which part of the images a sharded extract holds (extract --shard)
     WORK/provisional/                 a budgeted run's submission from incomplete features (scratch)
+    WORK/collection.json              an indexed folder and its last listing (landmark_retrieval.io.collection)
+    WORK/searches/<key>/              one search of an indexed folder (scratch; features/index links the index's)
 
 Every computed artifact has a *stamp* (``meta.json`` in a store, ``<stem>.json`` beside a file):
 the settings and input fingerprints it was computed from, written after it. A step whose
@@ -118,6 +120,26 @@ def missing_path(work: PathLike) -> Path:
 def shard_record_path(work: PathLike) -> Path:
     """``{"shard": i, "count": n}``: the work directory holds the i-th of n parts of the images."""
     return Path(work) / "shard.json"
+
+
+def searches_dir(work: PathLike) -> Path:
+    """``WORK/searches``: the scratch work directories of ``search`` over an indexed folder."""
+    return Path(work) / "searches"
+
+
+def search_scratch_dir(work: PathLike, key: str) -> Path:
+    """Scratch work directory of one search (``key``: its queries and settings): the query
+    features, retrieval and verification, with ``features/index`` a link to the index's store.
+    Removed when the search ends; a killed search's is resumed by the same search, or removed by
+    the next ``index``."""
+    return searches_dir(work) / key
+
+
+def database_lock_dir(work: PathLike) -> Path:
+    """``WORK/searches/database``: its lock is held (exclusive) by a search while it retrieves,
+    so that searches build the index's derived files (``globals-f16.npy``, ANN / ASMK* indexes)
+    one at a time."""
+    return searches_dir(work) / "database"
 
 
 def provisional_dir(work: PathLike) -> Path:
