@@ -250,13 +250,13 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
         if not dataset.index_ids:
             raise ValueError(f"{folder} holds no indexed image files any more: nothing to search")
         scratch = search_scratch_dir(work, fingerprint({"queries": sorted(found), "settings": conf.to_dict()})[:16])
-        with work_lock(scratch, wait=True):  # the same search in another process: one after the other
+        with work_lock(scratch, wait=True, waiting_level=logging.INFO):  # the same search elsewhere: in turn
             link = feature_dir(scratch, "index")
             if not link.is_symlink():
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(os.path.relpath(feature_dir(work, "index"), link.parent), target_is_directory=True)
             extract(conf, dataset, scratch, splits=("test",))
-            with work_lock(database_lock_dir(work), wait=True):  # derived index files: built once
+            with work_lock(database_lock_dir(work), wait=True, waiting_level=logging.DEBUG):  # derived files: once
                 retrieve(conf, dataset, scratch)
             if conf.verify.enabled:
                 verify(conf, dataset, scratch)

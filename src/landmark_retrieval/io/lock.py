@@ -48,12 +48,13 @@ def _holder(fd: int) -> str:
 
 def _same_file(fd: int, path: Path) -> bool:
     try:
-        return os.fstat(fd).st_ino == os.stat(path).st_ino
+        held, now = os.fstat(fd), os.stat(path)
+        return (held.st_dev, held.st_ino) == (now.st_dev, now.st_ino)
     except FileNotFoundError:
         return False
 
 
-def _acquire(work: Path, mode: int, wait: bool) -> int:
+def _acquire(work: Path, mode: int, wait: bool, waiting_level: int) -> int:
     """An open descriptor of ``WORK/.lock`` locked with ``mode``; retried when the directory was
     removed while this process waited (a finished search's scratch), so that two processes never
     hold locks on two different files of one path."""
@@ -68,8 +69,8 @@ def _acquire(work: Path, mode: int, wait: bool) -> int:
                 if not wait:
                     raise WorkDirectoryBusy(f"The work directory {work} is in use by another run ({holder}): wait "
                                             "for it to finish, or run the same command with --wait") from None
-                logger.warning("The work directory %s is in use by another run (%s): waiting for it to finish", work,
-                               holder)
+                logger.log(waiting_level, "The work directory %s is in use by another run (%s): waiting for it to "
+                           "finish", work, holder)
                 fcntl.flock(fd, mode)
         except BaseException:
             os.close(fd)
@@ -86,7 +87,8 @@ def _command() -> str:
 
 
 @contextmanager
-def work_lock(work: Union[str, Path], wait: bool = False, shared: bool = False) -> Iterator[None]:
+def work_lock(work: Union[str, Path], wait: bool = False, shared: bool = False,
+              waiting_level: int = logging.WARNING) -> Iterator[None]:
     """Hold the work directory's lock while the block runs (created if missing).
 
     Args:
@@ -94,6 +96,8 @@ def work_lock(work: Union[str, Path], wait: bool = False, shared: bool = False) 
         wait: wait for another holder to finish instead of raising.
         shared: hold it alongside other shared holders (readers that need the directory not to
             change, such as ``search``); an exclusive holder excludes every other holder.
+        waiting_level: log level of the message that says it waits (a search waiting for another's
+            short turn is routine: debug).
 
     Raises:
         WorkDirectoryBusy: another process holds it and ``wait`` is false (the message names its PID
@@ -116,7 +120,7 @@ def work_lock(work: Union[str, Path], wait: bool = False, shared: bool = False) 
         yield
         return
     mode = fcntl.LOCK_SH if shared else fcntl.LOCK_EX
-    fd = _acquire(work, mode, wait)
+    fd = _acquire(work, mode, wait, waiting_level)
     try:
         # the last holder to arrive names itself (shared holders overwrite each other's line)
         line = f"PID {os.getpid()}: {_command()}\n".encode("utf-8", "replace")
