@@ -414,14 +414,19 @@ def render_methods(doc: Mapping[str, Any]) -> str:
     share = machine.get("other_processes_cpu_share")
     busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
             if share and share > 0.05 else "")
-    merged = (f"; the rows of the methods not named in that command are from a run of {figures['merged_from'][:10]}"
-              " (`--merge`; an empty cell: not measured then)" if figures.get("merged_from") else "")
+    earlier = figures.get("earlier") or ([{"command": None, "created": figures["merged_from"]}]
+                                         if figures.get("merged_from") else [])
+    runs = "; ".join((f"`{e['command']}`, " if e.get("command") else "") + str(e.get("created") or "")[:10]
+                     for e in earlier)
+    merged = (f"; the rows of the methods not named in that command are from earlier runs ({runs}; `--merge`; "
+              "an empty cell: not measured then)" if earlier else "")
     lines = [format_table(rows, figures["datasets"]), "",
              f"*`{doc['command']}`{' (quick: demo only, fewer methods)' if doc.get('quick') else ''}, "
              f"{doc['created'][:10]}, {machine.get('cores')} cores{busy}{merged}. GAP and mAP@100: global-only → "
              "verified (one value: global only). ms / image: the extract step per database + test image "
              "(codebook / vocabulary / GMM fitting included, model loading excluded). bytes / image: global "
-             "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB).*"]
+             "descriptor + local descriptors, as stored (float32 RootSIFT, 32-byte ORB; ASMK*: its index per "
+             "database image).*"]
     return "\n".join(lines)
 
 

@@ -132,3 +132,8 @@ def test_methods_table_is_rendered_from_its_result(benchmarks, tmp_path):
     assert suite.update_methods_table(doc=md, result=result, check=True) is True
     assert suite.update_methods_table(check=True), \
         "docs/comparing-methods.md's method table is stale: run `python benchmarks/bench_methods.py --readme-only`"
+    # rows kept by --merge name every earlier run they may come from
+    doc["figures"]["earlier"] = [{"command": "python benchmarks/bench_methods.py --merge --methods a", "created":
+                                  "2026-12-05T09:00:00"}, {"command": None, "created": "2026-12-01T08:00:00"}]
+    assert ("from earlier runs (`python benchmarks/bench_methods.py --merge --methods a`, 2026-12-05; 2026-12-01; "
+            "`--merge`") in suite.render_methods(doc)
