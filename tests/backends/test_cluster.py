@@ -130,7 +130,10 @@ def test_a_killed_worker_s_images_are_redone(client, dataset, local_run, tmp_pat
 
 
 def test_an_unreachable_scheduler_names_the_fix(dataset, tmp_path, caplog):
-    assert main(["extract", "--data", str(dataset), "--work", str(tmp_path / "w"), "--preset", "demo",
-                 "--cluster", "tcp://127.0.0.1:9"]) == 2
+    import dask
+
+    with dask.config.set({"distributed.comm.timeouts.connect": "3s"}):  # the default waits 30 s
+        assert main(["extract", "--data", str(dataset), "--work", str(tmp_path / "w"), "--preset", "demo",
+                     "--cluster", "tcp://127.0.0.1:9"]) == 2
     assert "Cannot reach the Dask scheduler at 'tcp://127.0.0.1:9' (run.cluster)" in caplog.text
     assert "--set run.cluster=none" in caplog.text

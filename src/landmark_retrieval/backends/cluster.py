@@ -101,7 +101,10 @@ def connect(address: str):
             client = distributed.Client(cluster)
         else:
             try:
-                client = distributed.Client(address, timeout="30s")
+                # Dask's connect timeout (30 s unless configured: DASK_DISTRIBUTED__COMM__TIMEOUTS__CONNECT)
+                import dask
+
+                client = distributed.Client(address, timeout=dask.config.get("distributed.comm.timeouts.connect"))
             except (OSError, TimeoutError, ValueError) as exc:
                 raise RuntimeError(
                     f"Cannot reach the Dask scheduler at {address!r} (run.cluster): {exc}. Start one (`dask "
