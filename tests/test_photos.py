@@ -182,3 +182,7 @@ def test_searches_run_side_by_side_and_only_read_the_index(oxford, tmp_path):
     out = _cli("search", work, boat, check=False)
     assert out.returncode == 2 and "is incomplete (1 images" in out.stderr and "late/arrival.jpg" in out.stderr
     assert f"landmark-retrieval index {folder} --work {work}` again" in out.stderr
+
+    # queries are described as the index was: a search with other extraction settings is refused
+    out = _cli("search", work, boat, "--set", "extract.sift.max_keypoints=100", check=False)
+    assert out.returncode == 2 and "was extracted with other settings" in out.stderr and "max_keypoints" in out.stderr

@@ -25,7 +25,7 @@ from typing import Dict, Optional, Sequence, Tuple, Union
 import numpy as np
 import pandas as pd
 
-from .backends.base import Backend
+from .backends.base import Backend, store_meta
 from .backends.cluster import DaskEngine, cluster_engine
 from .backends.extraction import aggregate_globals, extract_split, usable_global
 from .backends.registry import make_backend
@@ -82,7 +82,7 @@ def check_features(conf: Config, data: Union[str, Path, Dataset], work: Union[st
         engine = engine if engine is not None else cluster_engine(conf)
         backend = engine.backend(conf.extract) if engine is not None else make_backend(conf.extract)
     if not overwrite:
-        meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
+        meta = store_meta(backend, conf.extract.max_pixels)
         for split in dataset_splits(conf, dataset):
             changes = stamp_changes(feature_dir(work, split), meta)
             if changes:
@@ -143,7 +143,7 @@ def extract(conf: Config, data: Union[str, Path, Dataset], work: Union[str, Path
     dataset = data if isinstance(data, Dataset) else load_dataset(data)
     engine = engine if engine is not None else cluster_engine(conf)
     backend = backend or (engine.backend(conf.extract) if engine is not None else make_backend(conf.extract))
-    meta = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
+    meta = store_meta(backend, conf.extract.max_pixels)
     logger.info("Extracting features with the %s backend", backend.name)
     stores: Dict[str, FeatureStore] = {}
     db_global_only = train_local_deferred(conf, backend)
@@ -215,7 +215,7 @@ def extract_candidates(conf: Config, data: Union[str, Path, Dataset], work: Unio
     engine = engine if engine is not None else cluster_engine(conf)
     backend = backend or (engine.backend(conf.extract) if engine is not None else make_backend(conf.extract))
     directory = feature_dir(work, db)
-    _check_meta(directory, {**backend.describe(), "max_pixels": conf.extract.max_pixels}, overwrite=False)
+    _check_meta(directory, store_meta(backend, conf.extract.max_pixels), overwrite=False)
     store = extract_split(backend, dataset, db, directory, num_workers=conf.extract.num_workers,
                           shard_size=conf.extract.shard_size, half_precision=conf.extract.half_precision,
                           ids=candidates, local=True, global_=False, max_pixels=conf.extract.max_pixels,

@@ -24,6 +24,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Set, Tuple, Un
 
 import numpy as np
 
+from .backends.base import store_meta
 from .backends.extraction import to_original
 from .backends.registry import make_backend
 from .config import Config
@@ -40,7 +41,14 @@ from .io.collection import (
     write_collection,
 )
 from .io.images import decode_image, read_image, resize_max_side
-from .io.layout import database_lock_dir, feature_dir, fingerprint, search_scratch_dir, searches_dir
+from .io.layout import (
+    database_lock_dir,
+    feature_dir,
+    fingerprint,
+    search_scratch_dir,
+    searches_dir,
+    stamp_changes,
+)
 from .io.lock import work_lock
 from .io.store import FeatureStore
 from .matching.lightglue import LightGlueMatcher
@@ -245,6 +253,12 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
         conf = _photos_config(work, None, overrides, save=False)
         check_dependencies(conf)
         conf.retrieve.k = max(conf.retrieve.k, int(top), conf.verify.num_to_rerank)
+        backend = make_backend(conf.extract)
+        changes = stamp_changes(feature_dir(work, "index"), store_meta(backend, conf.extract.max_pixels))
+        if changes:  # queries must be described as the index was
+            raise ValueError(f"The index in {work} was extracted with other settings ({'; '.join(changes)}): search "
+                             "describes its queries with the index's settings. Drop those --set options, or index "
+                             "the folder with them into another --work")
         found = query_images(queries)
         dataset = collection_dataset(folder, found, index=_indexed(work, folder))
         if not dataset.index_ids:
@@ -255,7 +269,7 @@ def search_collection(work: PathLike, queries: Sequence[PathLike], top: int = 10
             if not link.is_symlink():
                 link.parent.mkdir(parents=True, exist_ok=True)
                 link.symlink_to(os.path.relpath(feature_dir(work, "index"), link.parent), target_is_directory=True)
-            extract(conf, dataset, scratch, splits=("test",))
+            extract(conf, dataset, scratch, splits=("test",), backend=backend)
             with work_lock(database_lock_dir(work), wait=True, waiting_level=logging.DEBUG):  # derived files: once
                 retrieve(conf, dataset, scratch)
             if conf.verify.enabled:

@@ -106,6 +106,12 @@ class Backend(abc.ABC):
         return json.loads(json.dumps(out))  # tuples as lists: equal to what meta.json reads back
 
 
+def store_meta(backend: "Backend", max_pixels: Optional[int]) -> dict:
+    """What a feature store's ``meta.json`` records of the settings its features were made with:
+    the backend's :meth:`Backend.describe` and ``extract.max_pixels`` (the decoding cap)."""
+    return {**backend.describe(), "max_pixels": max_pixels}
+
+
 def as_rgb_uint8(image: np.ndarray) -> np.ndarray:
     image = np.asarray(image)
     if image.dtype != np.uint8:

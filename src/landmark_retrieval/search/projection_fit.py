@@ -15,6 +15,7 @@ from typing import TYPE_CHECKING, Dict, Optional, Sequence, Union
 import h5py
 import numpy as np
 
+from ..backends.base import store_meta
 from ..backends.extraction import stable_seed, usable_global
 from ..backends.registry import make_backend
 from ..io.atomic import publish, write_error
@@ -139,7 +140,7 @@ def describe_views(conf: "Config", dataset: "Dataset", work: Path, split: str, i
     """
     p = conf.retrieve.projection
     backend = make_backend(conf.extract)
-    expected = {**backend.describe(), "max_pixels": conf.extract.max_pixels}
+    expected = store_meta(backend, conf.extract.max_pixels)
     meta = read_stamp(feature_dir(work, split)) or {}
     if any(meta.get(k) != v for k, v in expected.items()):
         raise ValueError("retrieve.projection.method=simclr describes augmented views with the run's extract "
