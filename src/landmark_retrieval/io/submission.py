@@ -51,21 +51,23 @@ def read_csv_text(path: Path, not_text: str) -> str:
         raise ValueError(f"{not_text}; byte {data[exc.start:exc.start + 1]!r} on line {line} is not UTF-8") from None
 
 
-def _data_rows(path: Path, header: Sequence[str]) -> Iterator[Tuple[int, List[str]]]:
-    """``(start line, fields)`` of every data row of a submission file, after checking its header.
+def _data_rows(path: Path, header: Tuple[str, str]) -> Iterator[Tuple[int, str, str]]:
+    """``(start line, test id, value)`` of every data row of a submission file, after checking its
+    header.
 
     The file is UTF-8 (an optional BOM is skipped); blank lines are skipped, as Kaggle does.
 
     Raises:
         ValueError: naming the file (and the line) with the fix: a binary or non-UTF-8 file,
             malformed CSV (such as a field longer than the ``csv`` module's limit, usually an
-            unclosed quote), a header other than ``header``.
+            unclosed quote), a header other than ``header``, a row without exactly two fields, a
+            test id that appears twice.
     """
     expected = ",".join(header)
     text = read_csv_text(path, f"{path} is not a UTF-8 CSV text file: expected a header '{expected}' and one "
                                "row per test image (write it as UTF-8 CSV)")
     reader = csv.reader(io.StringIO(text, newline=""))
-    start, seen_header = 1, False
+    start, seen_header, ids = 1, False, set()
     try:
         for fields in reader:
             line, start = start, reader.line_num + 1
@@ -74,7 +76,13 @@ def _data_rows(path: Path, header: Sequence[str]) -> Iterator[Tuple[int, List[st
                     raise ValueError(f"{path}: header must be '{expected}', found {fields}")
                 seen_header = True
             elif fields:
-                yield line, fields
+                if len(fields) != 2:
+                    raise ValueError(f"{path}, line {line}: expected 2 fields ({expected}), found {len(fields)}")
+                image_id, value = fields
+                if image_id in ids:
+                    raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+                ids.add(image_id)
+                yield line, image_id, value
     except csv.Error as exc:
         raise ValueError(f"{path}, line {start}: malformed CSV ({exc}), often an unclosed quote; quote fields "
                          'that contain commas, quotes or newlines, and double the quotes inside them ("")') from None
@@ -96,12 +104,7 @@ def read_submission(path: Union[str, Path]) -> Dict[str, Optional[Tuple[int, flo
     """
     path = Path(path)
     out: Dict[str, Optional[Tuple[int, float]]] = {}
-    for line, row in _data_rows(path, ("id", "landmarks")):
-        if len(row) != 2:
-            raise ValueError(f"{path}, line {line}: expected 2 fields (id,landmarks), found {len(row)}")
-        image_id, value = row
-        if image_id in out:
-            raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+    for line, image_id, value in _data_rows(path, ("id", "landmarks")):
         tokens = value.split()
         if not tokens:
             out[image_id] = None
@@ -140,12 +143,7 @@ def read_retrieval_submission(path: Union[str, Path], index_ids: Optional[Collec
     """
     path = Path(path)
     out: Dict[str, List[str]] = {}
-    for line, row in _data_rows(path, ("id", "images")):
-        if len(row) != 2:
-            raise ValueError(f"{path}, line {line}: expected 2 fields (id,images), found {len(row)}")
-        image_id, value = row
-        if image_id in out:
-            raise ValueError(f"{path}, line {line}: test id {image_id!r} appears twice")
+    for line, image_id, value in _data_rows(path, ("id", "images")):
         images = value.split()
         if len(images) > MAX_IMAGES:
             raise ValueError(f"{path}, line {line}: {len(images)} images; at most {MAX_IMAGES} are allowed")
