@@ -138,10 +138,9 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
         figures["rows"] = sorted(kept + figures["rows"], key=lambda r: order[r["method"]])
         figures["datasets"] = list(dict.fromkeys(list(datasets) + list(old["datasets"])))
         figures["methods"] = list(dict.fromkeys(r["method"] for r in figures["rows"]))
-        # every earlier run whose rows may remain, newest first (the first run: no --methods)
-        earlier = old.get("earlier") or [{"command": None, "created": old.get("merged_from")}] * bool(
-            old.get("merged_from"))
-        figures["earlier"] = [{"command": doc.get("command"), "created": doc.get("created", "")}, *earlier]
+        # every earlier run whose rows may remain, newest first
+        figures["earlier"] = [{"command": doc.get("command"), "created": doc.get("created", "")},
+                              *old.get("earlier", [])]
     setup = ("every method of `landmark_retrieval.compare.METHODS` through the whole pipeline on "
              f"{' and '.join(datasets)}; the table is in [Comparing methods](comparing-methods.md)")
     write_result("methods", setup, summary_rows(figures["rows"]), figures, args.quick, started=started)

@@ -414,8 +414,7 @@ def render_methods(doc: Mapping[str, Any]) -> str:
     share = machine.get("other_processes_cpu_share")
     busy = (f"; other processes took {share:.0%} of the CPU meanwhile, so the times are inflated"
             if share and share > 0.05 else "")
-    earlier = figures.get("earlier") or ([{"command": None, "created": figures["merged_from"]}]
-                                         if figures.get("merged_from") else [])
+    earlier = figures.get("earlier", [])
     runs = "; ".join((f"`{e['command']}`, " if e.get("command") else "") + str(e.get("created") or "")[:10]
                      for e in earlier)
     merged = (f"; the rows of the methods not named in that command are from earlier runs ({runs}; `--merge`; "

@@ -327,10 +327,11 @@ def run_method(method: Union[str, Method], data, root: Union[str, Path], dataset
             sizes.append(store.sizes())
     n_local = sum(s["num_local"] for s in sizes)
     row.global_bytes = max(s["global_bytes"] for s in sizes)
-    index_file = search_index_path(work, db, conf.retrieve.index)
-    if conf.retrieve.index == "asmk" and index_file.is_file() and len(dataset.ids(db)):
+    if conf.retrieve.index == "asmk" and len(dataset.ids(db)):
         # ASMK* searches its own codes, not the stored global descriptor: its index per database image
-        row.global_bytes = index_file.stat().st_size / len(dataset.ids(db))
+        index_file = search_index_path(work, db, "asmk")
+        if index_file.is_file():
+            row.global_bytes = index_file.stat().st_size / len(dataset.ids(db))
     row.local_bytes = sum(s["local_bytes"] * s["num_local"] for s in sizes) / n_local if n_local else 0.0
     row.keypoints = sum(s["keypoints"] * s["num_local"] for s in sizes) / n_local if n_local else 0.0
     metrics = result.metrics or {}
